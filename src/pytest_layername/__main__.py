@@ -1,0 +1,5 @@
+"""``python -m pytest_layername`` runs the ``layername`` command line."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""A piecewise ``torch.compile`` backend that compiles each structurally unique piece once.
+
+The Dynamo graph is split at the splitting ops (attention by default, as inference engines do);
+the splitting ops run eagerly and every other piece is hashed (:mod:`.graph_hash`). The first piece
+of each hash is compiled with the inner compiler and its artifact serves every identical piece.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import fx
+from torch._guards import detect_fake_mode
+from torch.fx.passes.split_module import split_module
+
+from .graph_hash import graph_signature, target_name
+from .stats import CompileSession, PieceRecord
+
+CompiledFn = Callable[..., Any]
+INNER_COMPILERS = ("inductor", "aot_eager", "eager")
+#: Ops (``ns::name`` glob patterns) that end a piece, as attention and mamba do in inference engines.
+DEFAULT_SPLITTING_OPS = ("*::attention_with_output*", "*::mamba_mixer*")
+
+
+class BackendError(ValueError):
+    """Bad backend configuration."""
+
+
+def inner_compile(compiler: str, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
+    """Compile one piece with ``inductor``, ``aot_eager`` or ``eager`` (no compilation)."""
+    if compiler == "inductor":
+        from torch._inductor.compile_fx import compile_fx
+
+        return compile_fx(gm, list(example_inputs))
+    if compiler == "aot_eager":
+        from torch._dynamo.backends.debugging import aot_eager
+
+        return aot_eager(gm, list(example_inputs))
+    if compiler == "eager":
+        return gm.forward
+    raise BackendError(f"unknown inner compiler {compiler!r}; choose one of: {', '.join(INNER_COMPILERS)}")
+
+
+def is_splitting_op(name: str, splitting_ops: Sequence[str]) -> bool:
+    """Whether op ``name`` matches one of the ``splitting_ops`` glob patterns."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in splitting_ops)
+
+
+def split_at(gm: fx.GraphModule, splitting_ops: Sequence[str]) -> tuple[fx.GraphModule, set[str]]:
+    """Split ``gm`` so every call to a splitting op is a piece of its own; returns the names of those pieces."""
+    partition: dict[fx.Node, int] = {}
+    splitting_partitions: set[int] = set()
+    current = 0
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op == "call_function" and is_splitting_op(target_name(node.target), splitting_ops):
+            current += 1
+            partition[node] = current
+            splitting_partitions.add(current)
+            current += 1
+        else:
+            partition[node] = current
+    split = split_module(gm, None, lambda node: partition[node], keep_original_order=True)
+    return split, {f"submod_{i}" for i in splitting_partitions}
+
+
+class _PieceCompiler(fx.Interpreter):
+    """Runs the split graph on fake inputs and compiles each non-splitting piece with its real arguments."""
+
+    def __init__(self, split: fx.GraphModule, splitting: set[str], backend: PiecewiseBackend, fake_mode) -> None:
+        super().__init__(split)
+        self.splitting = splitting
+        self.backend = backend
+        self.fake_mode = fake_mode
+
+    def run(self, *args: Any) -> Any:  # type: ignore[override]
+        fake_args = [self.fake_mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with self.fake_mode:
+            return super().run(*fake_args)
+
+    def call_module(self, target: str, args: Any, kwargs: Any) -> Any:  # type: ignore[override]
+        output = super().call_module(target, args, kwargs)
+        if target not in self.splitting:
+            submodule = self.fetch_attr(target)
+            self.module.__dict__[target] = self.backend.compile_piece(target, submodule, args)
+        return output
+
+
+class PiecewiseBackend:
+    """``torch.compile(model, backend=PiecewiseBackend(...))``; see the module docstring."""
+
+    def __init__(
+        self,
+        splitting_ops: Sequence[str] | None = None,
+        compiler: str = "inductor",
+        session: CompileSession | None = None,
+    ) -> None:
+        if compiler not in INNER_COMPILERS:
+            raise BackendError(f"unknown inner compiler {compiler!r}; choose one of: {', '.join(INNER_COMPILERS)}")
+        self.splitting_ops = tuple(splitting_ops) if splitting_ops is not None else DEFAULT_SPLITTING_OPS
+        self.compiler = compiler
+        self.session = session or CompileSession()
+        self.artifacts: dict[str, CompiledFn] = {}
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
+        split, splitting = split_at(gm, self.splitting_ops)
+        fake_mode = detect_fake_mode(example_inputs) or torch._subclasses.FakeTensorMode()
+        _PieceCompiler(split, splitting, self, fake_mode).run(*example_inputs)
+        return split
+
+    def compile_piece(self, name: str, piece: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
+        """The artifact for ``piece``: compiled now if its structure is new, else reused."""
+        signature = graph_signature(piece, example_inputs)
+        compiled = signature.digest not in self.artifacts
+        seconds = 0.0
+        if compiled:
+            start = time.perf_counter()
+            self.artifacts[signature.digest] = inner_compile(self.compiler, piece, example_inputs)
+            seconds = time.perf_counter() - start
+        self.session.record_piece(
+            PieceRecord(
+                name, signature.digest, signature.masked_digest, list(signature.baked_strings), compiled, seconds
+            )
+        )
+        return self.artifacts[signature.digest]

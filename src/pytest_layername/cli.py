@@ -1,0 +1,94 @@
+"""The ``layername`` command line: probe, compile-stats (and more subcommands from other modules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from .backend import INNER_COMPILERS, BackendError
+from .compat import opaque_support
+from .impl import REFERENCE_IMPL, ImplementationError, load_implementation
+from .measure import DeviceError, default_device, measure_compile
+from .models import MODEL_NAMES, ModelError
+from .modes import REQUESTABLE, ModeError, auto_mode, resolve_modes
+
+USAGE_ERRORS = (ModeError, ImplementationError, ModelError, DeviceError, BackendError)
+
+
+def probe() -> dict[str, object]:
+    """What this environment offers: torch, opaque support and why not, the auto mode, the device."""
+    return {
+        **opaque_support().as_dict(),
+        "auto_mode": auto_mode(),
+        "device": default_device(),
+        "cuda_available": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    info = probe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_compile_stats(args: argparse.Namespace) -> int:
+    impl = load_implementation(args.impl)
+    results = []
+    for mode in resolve_modes(args.mode):
+        print(f"compiling {args.model} x{args.layers} in {mode} mode with {args.compiler}...", file=sys.stderr)
+        results.append(
+            measure_compile(args.model, args.layers, mode, impl=impl, compiler=args.compiler, device=args.device)
+        )
+    if args.json:
+        data = {"torch": torch.__version__, "impl": impl.module_name, "results": [r.as_dict() for r in results]}
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{'mode':8} {'pieces':>6} {'unique':>6} {'compiles':>8} {'inductor':>8} {'seconds':>8}")
+        for r in results:
+            s = r.stats
+            print(
+                f"{r.mode:8} {s.pieces:6} {s.unique_pieces:6} {s.backend_compilations:8} "
+                f"{s.inductor_compiles:8} {s.compile_seconds:8.2f}"
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layername", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("probe", help="torch version, opaque support, auto mode, device")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("compile-stats", help="compile a reference model and print its compile statistics")
+    p.add_argument("--model", default="decoder", choices=MODEL_NAMES)
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--mode", default="both", choices=REQUESTABLE)
+    p.add_argument("--compiler", default="inductor", choices=INNER_COMPILERS, help="inner compiler for each piece")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--impl", default=REFERENCE_IMPL, help="dotted module providing LayerName and encode/resolve")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_compile_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USAGE_ERRORS as error:
+        print(f"layername: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,86 @@
+"""Compile a reference model with the piecewise backend and measure what it took."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .impl import Implementation, load_implementation
+from .models import build_model, run
+from .modes import Mode
+from .stats import CompileStats, compile_session
+
+
+class DeviceError(ValueError):
+    """A device that this machine does not have."""
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else a :class:`DeviceError` saying so."""
+    if device == "cpu":
+        return device
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' requested but torch.cuda.is_available() is False on this machine")
+        return device
+    raise DeviceError(f"unknown device {device!r}; choose cpu or cuda")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Measurement:
+    """Compile statistics of one model in one mode, and whether its outputs matched eager."""
+
+    model: str
+    layers: int
+    mode: Mode
+    compiler: str
+    device: str
+    stats: CompileStats
+    first_run_seconds: float  # compile + first call, wall clock
+    max_abs_error: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "layers": self.layers,
+            "mode": self.mode,
+            "compiler": self.compiler,
+            "device": self.device,
+            "first_run_seconds": round(self.first_run_seconds, 4),
+            "max_abs_error": self.max_abs_error,
+            **self.stats.as_dict(),
+        }
+
+
+def measure_compile(
+    model: str,
+    layers: int,
+    mode: Mode,
+    *,
+    impl: Implementation | None = None,
+    compiler: str = "inductor",
+    device: str = "cpu",
+    splitting_ops: Sequence[str] | None = None,
+) -> Measurement:
+    """Build ``model``, compile it cold with the piecewise backend, and compare its output with eager."""
+    impl = impl or load_implementation()
+    net = build_model(model, layers, impl, mode, device=check_device(device))
+    x = net.example_input()
+    expected = run(net, net, x)
+    with compile_session() as session:
+        compiled = torch.compile(net, backend=session.backend(compiler, splitting_ops))
+        start = time.perf_counter()
+        actual = run(net, compiled, x)
+        first_run = time.perf_counter() - start
+        stats = session.stats
+    torch.testing.assert_close(actual, expected)
+    error = (actual - expected).abs().max().item()
+    return Measurement(model, layers, mode, compiler, device, stats, first_run, error)

@@ -106,25 +106,33 @@ class PiecewiseBackend:
         self.compiler = compiler
         self.session = session or CompileSession()
         self.artifacts: dict[str, CompiledFn] = {}
+        #: Wall seconds of the harness's own work (not compiling): splitting, hashing, recording pieces.
+        self.harness_seconds = {"split": 0.0, "hash": 0.0, "record": 0.0}
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
+        start = time.perf_counter()
         split, splitting = split_at(gm, self.splitting_ops)
+        self.harness_seconds["split"] += time.perf_counter() - start
         fake_mode = detect_fake_mode(example_inputs) or torch._subclasses.FakeTensorMode()
         _PieceCompiler(split, splitting, self, fake_mode).run(*example_inputs)
         return split
 
     def compile_piece(self, name: str, piece: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
         """The artifact for ``piece``: compiled now if its structure is new, else reused."""
+        start = time.perf_counter()
         signature = graph_signature(piece, example_inputs)
+        self.harness_seconds["hash"] += time.perf_counter() - start
         compiled = signature.digest not in self.artifacts
         seconds = 0.0
         if compiled:
             start = time.perf_counter()
             self.artifacts[signature.digest] = inner_compile(self.compiler, piece, example_inputs)
             seconds = time.perf_counter() - start
+        start = time.perf_counter()
         self.session.record_piece(
             PieceRecord(
                 name, signature.digest, signature.masked_digest, list(signature.baked_strings), compiled, seconds
             )
         )
+        self.harness_seconds["record"] += time.perf_counter() - start
         return self.artifacts[signature.digest]

@@ -1,1 +1,276 @@
-"""pytest plugin entry point (``pytest11``)."""
+"""The pytest face of pytest-layername: options, mode parametrization, fixtures, markers, reports.
+
+A thin layer over the library: modes come from :mod:`.modes`, implementations from :mod:`.impl`,
+counts from :mod:`.stats`, fusion counts from :mod:`.fusion_log`, the report from :mod:`.reporting`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from .compat import opaque_support
+from .expectations import expect_counts
+from .fusion_log import FusionLog, fusion_log
+from .impl import REFERENCE_IMPL, Implementation, ImplementationError, load_implementation
+from .modes import REQUESTABLE, Mode, ModeError, auto_mode, resolve_modes
+from .reporting import ReportCollector, register_xdist_hooks
+from .stats import CompileSession, CompileStats, compile_session
+
+ENV_MODE = "LAYERNAME_MODE"
+MARKERS = (
+    "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
+    "requires_opaque: skip unless this torch and implementation support hoisted LayerName inputs",
+    "requires_cuda: skip unless a CUDA device is available",
+)
+
+
+@dataclass(frozen=True)
+class LayernameConfig:
+    """What this run resolved from options, ini and environment."""
+
+    requested_mode: str
+    modes: tuple[Mode, ...]
+    impl: Implementation
+
+    @property
+    def opaque_skip_reason(self) -> str | None:
+        return self.impl.opaque_unavailable_reason()
+
+    def header(self) -> str:
+        support = opaque_support()
+        opaque = "supported" if support.supported else f"unsupported ({support.reason})"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return (
+            f"layername: torch {torch.__version__}, opaque {opaque}, mode {self.requested_mode} -> "
+            f"{','.join(self.modes)}, impl {self.impl.module_name}, device {device}"
+        )
+
+
+CONFIG_KEY = pytest.StashKey[LayernameConfig]()
+STATS_KEY = pytest.StashKey[CompileStats]()
+FUSION_KEY = pytest.StashKey[FusionLog]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("layername", "hoisted LayerName compile testing")
+    group.addoption(
+        "--layername-mode",
+        choices=REQUESTABLE,
+        default=None,
+        help=f"layer-name mode: {'|'.join(REQUESTABLE)} (default: ini layername_mode, env {ENV_MODE}, else auto)",
+    )
+    group.addoption(
+        "--layername-impl",
+        default=None,
+        help=f"dotted module providing LayerName, _encode_layer_name, _resolve_layer_name (default {REFERENCE_IMPL})",
+    )
+    group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
+    parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
+    parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
+
+
+def _requested_mode(config: pytest.Config) -> str:
+    return config.getoption("layername_mode") or config.getini("layername_mode") or os.environ.get(ENV_MODE) or "auto"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    requested = _requested_mode(config)
+    impl_name = config.getoption("layername_impl") or config.getini("layername_impl") or REFERENCE_IMPL
+    try:
+        modes = tuple(resolve_modes(requested))
+        impl = load_implementation(impl_name)
+    except (ModeError, ImplementationError) as error:
+        raise pytest.UsageError(f"layername: {error}") from error
+    if requested == "opaque" and (reason := impl.opaque_unavailable_reason()):
+        raise pytest.UsageError(f"layername: mode 'opaque' is unavailable with {impl.module_name}: {reason}")
+    config.stash[CONFIG_KEY] = LayernameConfig(requested, modes, impl)
+    report_path = config.getoption("layername_report")
+    if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
+        collector = ReportCollector(config, report_path, run_info=_run_info(config.stash[CONFIG_KEY]))
+        config.pluginmanager.register(collector, "layername-report")
+        register_xdist_hooks(config, collector)
+
+
+def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
+    return {
+        **opaque_support().as_dict(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "impl": cfg.impl.module_name,
+        "requested_mode": cfg.requested_mode,
+        "modes": list(cfg.modes),
+        "detected_mode": auto_mode(),
+    }
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[CONFIG_KEY].header()
+
+
+def _marker_modes(metafunc: pytest.Metafunc) -> set[str] | None:
+    marker = metafunc.definition.get_closest_marker("layername")
+    if marker is None:
+        return None
+    modes = marker.kwargs.get("modes", marker.args[0] if marker.args else None)
+    unknown = set(modes or ()) - {"opaque", "string"}
+    if not modes or unknown:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.layername(modes=[...]) takes 'opaque' and/or 'string', "
+            f"got {modes!r}"
+        )
+    return set(modes)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "layername_mode" not in metafunc.fixturenames:
+        return
+    cfg = metafunc.config.stash[CONFIG_KEY]
+    allowed = _marker_modes(metafunc)
+    params = []
+    for mode in cfg.modes:
+        marks: list[pytest.MarkDecorator] = []
+        if allowed is not None and mode not in allowed:
+            marks.append(pytest.mark.skip(reason=f"layername: test runs only in mode(s) {sorted(allowed)}"))
+        elif mode == "opaque" and cfg.opaque_skip_reason:
+            marks.append(pytest.mark.skip(reason=f"layername: opaque mode unavailable: {cfg.opaque_skip_reason}"))
+        params.append(pytest.param(mode, id=mode, marks=marks))
+    metafunc.parametrize("layername_mode", params, indirect=True)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("requires_opaque") and (reason := item.config.stash[CONFIG_KEY].opaque_skip_reason):
+        pytest.skip(f"requires_opaque: {reason}")
+    if item.get_closest_marker("requires_cuda") and not torch.cuda.is_available():
+        pytest.skip("requires_cuda: torch.cuda.is_available() is False")
+
+
+@pytest.fixture(scope="session")
+def layername_impl(pytestconfig: pytest.Config) -> Implementation:
+    """The layer-name implementation under test (``--layername-impl``, default the bundled reference)."""
+    return pytestconfig.stash[CONFIG_KEY].impl
+
+
+@pytest.fixture
+def layername_mode(request: pytest.FixtureRequest) -> Iterator[Mode]:
+    """``"opaque"`` or ``"string"``: the mode of this test case; the reference encoder follows it."""
+    mode: Mode = request.param
+    from .reference import use_mode
+
+    with use_mode(mode):
+        yield mode
+
+
+class CompileCounter:
+    """A :class:`~.stats.CompileSession` for one test, with ``expect`` and a ``compile`` shortcut."""
+
+    def __init__(self, session: CompileSession, mode: Mode) -> None:
+        self.session = session
+        self.mode = mode
+
+    def backend(self, compiler: str = "inductor", splitting_ops: Iterable[str] | None = None) -> Callable[..., Any]:
+        return self.session.backend(compiler, tuple(splitting_ops) if splitting_ops is not None else None)
+
+    def compile(self, fn: Callable[..., Any], compiler: str = "inductor", **kwargs: Any) -> Callable[..., Any]:
+        """``torch.compile(fn)`` with the piecewise backend reporting into this counter."""
+        return torch.compile(fn, backend=self.backend(compiler, kwargs.pop("splitting_ops", None)), **kwargs)
+
+    @property
+    def stats(self) -> CompileStats:
+        return self.session.stats
+
+    def expect(self, **counts: int) -> None:
+        """Assert the named counts (``unique_pieces=3, inductor_compiles=3, recompiles=0``, ...)."""
+        __tracebackhide__ = True
+        expect_counts(self.stats, **counts)
+
+
+@pytest.fixture
+def compile_counter(request: pytest.FixtureRequest, layername_mode: Mode) -> Iterator[CompileCounter]:
+    """Compile statistics of what the test compiles, with fresh Dynamo state and an isolated inductor cache."""
+    with compile_session() as session:
+        counter = CompileCounter(session, layername_mode)
+        try:
+            yield counter
+        finally:
+            request.node.stash[STATS_KEY] = session.stats
+
+
+class FusionMatches:
+    """Pattern-matcher activity during one test, per fusion pass."""
+
+    def __init__(self, log: FusionLog) -> None:
+        self.log = log
+
+    def expect(self, pass_name: str, *, matched: int | None = None, patterns: int | None = None) -> None:
+        """Assert how many matches ``pass_name`` replaced and/or how many patterns it registered."""
+        __tracebackhide__ = True
+        actual = {"matched": self.log.matched(pass_name), "patterns": self.log.patterns(pass_name)}
+        wanted = {k: v for k, v in {"matched": matched, "patterns": patterns}.items() if v is not None}
+        wrong = {k: (v, actual[k]) for k, v in wanted.items() if actual[k] != v}
+        if wrong:
+            diff = ", ".join(f"{k}: expected {exp}, got {act}" for k, (exp, act) in wrong.items())
+            raise AssertionError(f"fusion pass {pass_name!r}: {diff} (all passes: {self.log.as_dict()})")
+
+
+@pytest.fixture
+def fusion_matches(request: pytest.FixtureRequest, layername_mode: Mode) -> Iterator[FusionMatches]:
+    """Records pattern registrations and matches of the fusion passes run during the test."""
+    with fusion_log() as log:
+        try:
+            yield FusionMatches(log)
+        finally:
+            request.node.stash[FUSION_KEY] = log
+
+
+@pytest.fixture
+def layername_roundtrip(layername_impl: Implementation, layername_mode: Mode) -> Callable[[Iterable[str]], None]:
+    """``layername_roundtrip(names)`` asserts encode/resolve round-trips (pickle, deepcopy, fx repr, compiled)."""
+    from .roundtrip import assert_roundtrip
+
+    def check(names: Iterable[str]) -> None:
+        __tracebackhide__ = True
+        assert_roundtrip(layername_impl, layername_mode, list(names))
+
+    return check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    callspec = getattr(item, "callspec", None)
+    report.layername_mode = callspec.params.get("layername_mode") if callspec else None
+    stats = item.stash.get(STATS_KEY, None)
+    log = item.stash.get(FUSION_KEY, None)
+    report.layername_stats = stats.as_dict() if stats is not None else None
+    report.layername_fusion = log.as_dict() if log is not None else None
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = _rows_from_reports(terminalreporter)
+    if not rows:
+        return
+    terminalreporter.section("layername compile stats")
+    terminalreporter.write_line(f"{'mode':8} {'pieces':>6} {'unique':>6} {'compiles':>8} {'seconds':>8}  test")
+    for nodeid, mode, stats in rows:
+        terminalreporter.write_line(
+            f"{mode or '-':8} {stats['pieces']:6} {stats['unique_pieces']:6} "
+            f"{stats['backend_compilations']:8} {stats['compile_seconds']:8.2f}  {nodeid}"
+        )
+
+
+def _rows_from_reports(terminalreporter: Any) -> list[tuple[str, str | None, dict[str, Any]]]:
+    rows: dict[str, tuple[str, str | None, dict[str, Any]]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            stats = getattr(report, "layername_stats", None)
+            if stats is not None:
+                rows[report.nodeid] = (report.nodeid, getattr(report, "layername_mode", None), stats)
+    return list(rows.values())

@@ -1,0 +1,70 @@
+"""Compile counts of the reference models: hoisted names compile each distinct piece once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_layername.broken import OP_NAME, break_model
+from pytest_layername.expectations import CountMismatch
+from pytest_layername.models import build_model, run
+
+# Unique pieces with hoisted names: first piece, the repeated middle piece, last piece (hybrid: two middles).
+OPAQUE_UNIQUE = {"decoder": 3, "moe": 3, "hybrid": 4}
+
+
+def expected_unique(kind: str, layers: int, mode: str) -> int:
+    if mode == "opaque":
+        return min(OPAQUE_UNIQUE[kind], layers + 1)
+    if kind == "hybrid":  # only pieces in front of attention layers hold a baked kv-cache name
+        return (layers + 1) // 2 + 2 if layers > 2 else layers + 1
+    return layers + 1
+
+
+@pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
+@pytest.mark.parametrize("layers", [4, 8])
+def test_unique_pieces(kind, layers, layername_mode, layername_impl, compile_counter):
+    model = build_model(kind, layers, layername_impl, layername_mode)
+    x = model.example_input()
+    expected = run(model, model, x)
+    actual = run(model, compile_counter.compile(model, compiler="eager"), x)
+    torch.testing.assert_close(actual, expected)
+    unique = expected_unique(kind, layers, layername_mode)
+    compile_counter.expect(
+        dynamo_frames=1, recompiles=0, graphs=1, pieces=layers + 1, unique_pieces=unique, backend_compilations=unique
+    )
+
+
+@pytest.mark.parametrize("layers", [32])
+def test_decoder_inductor(layers, layername_mode, layername_impl, compile_counter):
+    """Inductor compiles exactly the unique pieces: 3 with hoisted names, N+1 with strings."""
+    model = build_model("decoder", layers, layername_impl, layername_mode)
+    x = model.example_input()
+    expected = run(model, model, x)
+    actual = run(model, compile_counter.compile(model, compiler="inductor"), x)
+    torch.testing.assert_close(actual, expected)
+    unique = 3 if layername_mode == "opaque" else layers + 1
+    compile_counter.expect(pieces=layers + 1, unique_pieces=unique, inductor_compiles=unique, recompiles=0)
+    assert compile_counter.stats.aot_autograd_cache_misses == unique
+
+
+def test_second_call_does_not_recompile(layername_mode, layername_impl, compile_counter):
+    model = build_model("decoder", 4, layername_impl, layername_mode)
+    compiled = compile_counter.compile(model, compiler="eager")
+    for seed in range(3):
+        x = model.example_input(seed)
+        torch.testing.assert_close(run(model, compiled, x), run(model, model, x))
+    compile_counter.expect(dynamo_frames=1, recompiles=0, backend_compilations=compile_counter.stats.unique_pieces)
+
+
+@pytest.mark.layername(modes=["opaque"])
+def test_broken_op_is_caught(layername_mode, layername_impl, compile_counter):
+    """One op still taking ``str`` in an opaque model: the count assertion fails and names the op and string."""
+    model = break_model(build_model("decoder", 16, layername_impl, layername_mode))
+    x = model.example_input()
+    torch.testing.assert_close(run(model, compile_counter.compile(model, compiler="eager"), x), run(model, model, x))
+    with pytest.raises(CountMismatch) as caught:
+        compile_counter.expect(unique_pieces=3)
+    message = str(caught.value)
+    assert "unique_pieces" in message and "17" in message
+    assert OP_NAME in message and "'model.layers.3.mlp'" in message

@@ -1,0 +1,58 @@
+"""The reference ops: schemas per mode, name resolution inside op bodies, fake/real agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_layername.forward_context import forward_context
+from pytest_layername.models import build_model, run
+from pytest_layername.ops import get_ops
+
+
+def test_schema_takes_opaque_or_str(layername_mode, layername_impl):
+    ops = get_ops(layername_impl, layername_mode)
+    schema = str(ops.attention_with_output.default._schema)
+    expected = "PyObject layer_name" if layername_mode == "opaque" else "str layer_name"
+    assert expected in schema, schema
+    assert "Tensor(a3!) output" in schema
+
+
+def test_ops_find_their_layer_by_name(layername_mode, layername_impl):
+    model = build_model("decoder", 2, layername_impl, layername_mode)
+    ops = get_ops(layername_impl, layername_mode)
+    layer = model.layers[1].mixer
+    key = torch.randn(model.tokens, layer.heads, layer.head_dim)
+    with model.context():
+        ops.kv_cache_update(key, key * 2, layername_impl.encode(layer.prefix, layername_mode))
+    torch.testing.assert_close(layer.kv_cache[0], key)
+    torch.testing.assert_close(model.layers[0].mixer.kv_cache[0], torch.zeros_like(key))
+
+
+def test_unknown_layer_name_is_a_clear_error(layername_mode, layername_impl):
+    ops = get_ops(layername_impl, layername_mode)
+    key = torch.randn(8, 2, 16)
+    with forward_context({}), pytest.raises(KeyError, match="no layer named 'model.layers.9.self_attn'"):
+        ops.kv_cache_update(key, key, layername_impl.encode("model.layers.9.self_attn", layername_mode))
+
+
+@pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
+def test_fake_and_real_agree(kind, layername_mode, layername_impl):
+    """Tracing with fake tensors (as torch.compile does) gives the shapes and dtypes eager produces."""
+    model = build_model(kind, 2, layername_impl, layername_mode)
+    x = model.example_input()
+    real = run(model, model, x)
+    with torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
+        fake = run(model, model, fake_mode.from_tensor(x))
+    assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
+def test_models_on_cuda(kind, layername_mode, layername_impl, compile_counter):
+    model = build_model(kind, 4, layername_impl, layername_mode, device="cuda")
+    x = model.example_input()
+    actual = run(model, compile_counter.compile(model, compiler="inductor"), x)
+    torch.testing.assert_close(actual, run(model, model, x))
+    assert actual.device.type == "cuda"
+    assert compile_counter.stats.inductor_compiles == compile_counter.stats.unique_pieces

@@ -16,6 +16,10 @@ import pytest
 from .report import SCHEMA_VERSION, summarize, write_report
 
 
+def _entry(nodeid: str, outcome: str) -> dict[str, Any]:
+    return {"nodeid": nodeid, "mode": None, "outcome": outcome, "duration": 0.0, "stats": None, "fusion": None}
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -66,14 +70,7 @@ class ReportCollector:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.tests[report.nodeid] = {
-                "nodeid": report.nodeid,
-                "mode": None,
-                "outcome": "error",
-                "duration": 0.0,
-                "stats": None,
-                "fusion": None,
-            }
+            self.tests[report.nodeid] = _entry(report.nodeid, "error")
 
     def mark_incomplete(self, reason: str) -> None:
         self.incomplete_reasons.append(reason)

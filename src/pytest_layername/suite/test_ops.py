@@ -32,7 +32,7 @@ def test_ops_find_their_layer_by_name(layername_mode, layername_impl):
 def test_unknown_layer_name_is_a_clear_error(layername_mode, layername_impl):
     ops = get_ops(layername_impl, layername_mode)
     key = torch.randn(8, 2, 16)
-    with forward_context({}), pytest.raises(KeyError, match="no layer named 'model.layers.9.self_attn'"):
+    with forward_context({}), pytest.raises(KeyError, match=r"no layer named 'model\.layers\.9\.self_attn'"):
         ops.kv_cache_update(key, key, layername_impl.encode("model.layers.9.self_attn", layername_mode))
 
 

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--impl", default=REFERENCE_IMPL, help="dotted module providing LayerName and encode/resolve")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compile_stats)
+
+    from . import gate, matrix
+
+    matrix.add_parser(sub)
+    gate.add_parser(sub)
     return parser
 
 

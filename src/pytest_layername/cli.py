@@ -82,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compile_stats)
 
-    from . import gate, matrix
+    from . import bench, gate, matrix
 
     matrix.add_parser(sub)
     gate.add_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 

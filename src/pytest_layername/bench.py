@@ -1,0 +1,317 @@
+"""Cold-start compile benchmark: string against opaque layer names versus layer count, in one run.
+
+Every cell (model, layers, mode) runs in a fresh worker process (``python -m pytest_layername.bench
+--worker``) that first warms inductor up on an unrelated graph, then compiles the model cold (fresh
+Dynamo, empty inductor/AOT cache dir) with the piecewise backend. Cells of both modes are interleaved
+so that load from other work on the machine falls on both alike. :mod:`.bench_report` renders the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .backend import INNER_COMPILERS
+from .impl import REFERENCE_IMPL, load_implementation
+from .measure import check_device
+from .models import MODEL_NAMES, build_model, run
+from .modes import MODES, REQUESTABLE, resolve_modes
+from .stats import compile_session
+
+DEFAULT_MODELS = ("decoder", "moe")
+DEFAULT_LAYERS = (4, 8, 16, 32, 64)
+SUITE = "pytest_layername.suite"
+SUITE_ARGS = ("--pyargs", SUITE, "--layername-mode=both", "-p", "no:cacheprovider", "-q")
+
+
+class BenchError(RuntimeError):
+    """A benchmark cell or suite run that failed."""
+
+
+def _warmup_fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.gelu(F.layer_norm(x, x.shape[-1:]) @ w) + x.sin()
+
+
+def warm_up(compiler: str) -> float:
+    """Compile and run an unrelated tiny graph so that one-time inductor start-up is not timed; its seconds."""
+    start = time.perf_counter()
+    with compile_session():
+        fn = torch.compile(_warmup_fn, backend=compiler)
+        fn(torch.randn(8, 16), torch.randn(16, 16))
+    return time.perf_counter() - start
+
+
+def measure_cell(
+    model: str, layers: int, mode: str, *, compiler: str = "inductor", device: str = "cpu", impl: str = REFERENCE_IMPL
+) -> dict[str, Any]:
+    """Compile one model cold in this process and return what it took (counts, seconds, harness seconds)."""
+    implementation = load_implementation(impl)
+    net = build_model(model, layers, implementation, mode, device=check_device(device))  # type: ignore[arg-type]
+    x = net.example_input()
+    expected = run(net, net, x)
+    with compile_session() as session:
+        backend = session.backend(compiler)
+        compiled = torch.compile(net, backend=backend)
+        start = time.perf_counter()
+        actual = run(net, compiled, x)
+        first_run = time.perf_counter() - start
+        start = time.perf_counter()
+        stats = session.stats
+        stats_seconds = time.perf_counter() - start
+    torch.testing.assert_close(actual, expected)
+    harness = {**backend.harness_seconds, "stats": stats_seconds}
+    return {
+        "model": model,
+        "layers": layers,
+        "mode": mode,
+        "compiler": compiler,
+        "device": device,
+        **stats.counts(),
+        "compile_seconds": stats.compile_seconds,
+        "first_run_seconds": first_run,
+        "harness_seconds": harness,
+        "max_abs_error": (actual - expected).abs().max().item(),
+    }
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_layername.bench --worker")
+    parser.add_argument("--worker", action="store_true", required=True)
+    parser.add_argument("model", choices=MODEL_NAMES)
+    parser.add_argument("layers", type=int)
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--compiler", default="inductor", choices=INNER_COMPILERS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--impl", default=REFERENCE_IMPL)
+    parser.add_argument("--out", required=True, help="JSON file for the result")
+    args = parser.parse_args(argv)
+    warmup = warm_up(args.compiler)
+    result = measure_cell(
+        args.model, args.layers, args.mode, compiler=args.compiler, device=args.device, impl=args.impl
+    )
+    result["warmup_seconds"] = warmup
+    Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def run_cell(
+    model: str,
+    layers: int,
+    mode: str,
+    *,
+    compiler: str = "inductor",
+    device: str = "cpu",
+    impl: str = REFERENCE_IMPL,
+    timeout: float = 900,
+) -> dict[str, Any]:
+    """Run one cell in a fresh worker process; a failed cell is a :class:`BenchError` with its output."""
+    with tempfile.TemporaryDirectory(prefix="layername-bench-") as tmp:
+        out = Path(tmp) / "cell.json"
+        command = [sys.executable, "-m", "pytest_layername.bench", "--worker", model, str(layers), mode]
+        command += ["--compiler", compiler, "--device", device, "--impl", impl, "--out", str(out)]
+        load = load_average()
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise BenchError(f"cell {model} x{layers} {mode} ran past {timeout:.0f} s") from error
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stdout + proc.stderr)[-4000:]
+            raise BenchError(f"cell {model} x{layers} {mode} failed (exit {proc.returncode}):\n{tail}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    result["process_seconds"] = time.perf_counter() - start
+    result["load_before"] = load
+    return result
+
+
+def run_cells(
+    models: Sequence[str],
+    layers: Sequence[int],
+    modes: Sequence[str],
+    *,
+    compiler: str = "inductor",
+    device: str = "cpu",
+    impl: str = REFERENCE_IMPL,
+    timeout: float = 900,
+) -> list[dict[str, Any]]:
+    """Every (model, layers, mode) cell, one process each, modes interleaved per layer count."""
+    results = []
+    for model in models:
+        for n in layers:
+            for mode in modes:
+                print(f"bench: {model} x{n} {mode} ({compiler})...", file=sys.stderr, flush=True)
+                result = run_cell(model, n, mode, compiler=compiler, device=device, impl=impl, timeout=timeout)
+                print(
+                    f"bench:   unique {result['unique_pieces']}/{result['pieces']} pieces, "
+                    f"compile {result['compile_seconds']:.2f} s, first run {result['first_run_seconds']:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results.append(result)
+    return results
+
+
+def suite_available() -> bool:
+    """Whether the plugin's test suite (``pytest_layername.suite``) is installed."""
+    try:
+        return importlib.util.find_spec(SUITE) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def time_suite(workers: int | None, timeout: float = 1800) -> dict[str, Any]:
+    """Wall time of the plugin's suite, serial (``workers=None``) or with ``-n workers``."""
+    command = [sys.executable, "-m", "pytest", *SUITE_ARGS]
+    if workers:
+        command += ["-n", str(workers)]
+    with tempfile.TemporaryDirectory(prefix="layername-suite-") as tmp:
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp, check=False)
+        except subprocess.TimeoutExpired:
+            return {"workers": workers, "command": shlex.join(command), "timed_out": True, "seconds": timeout}
+        seconds = time.perf_counter() - start
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return {
+        "workers": workers,
+        "command": "python -m pytest " + shlex.join([*SUITE_ARGS, *(["-n", str(workers)] if workers else [])]),
+        "returncode": proc.returncode,
+        "seconds": seconds,
+        "summary": lines[-1] if lines else "",
+        "timed_out": False,
+    }
+
+
+def run_suite_timing(timeout: float = 1800) -> dict[str, Any]:
+    """The suite with ``-n 2`` and serially (in that order), or why it was not timed."""
+    if not suite_available():
+        return {"available": False, "reason": f"{SUITE} is not installed in this environment"}
+    runs = []
+    for workers in (2, None):
+        print(f"bench: timing the suite with {'-n 2' if workers else 'no xdist'}...", file=sys.stderr, flush=True)
+        runs.append(time_suite(workers, timeout))
+    return {"available": True, "runs": runs}
+
+
+def machine() -> dict[str, Any]:
+    """Torch, python, platform, cores and CPU model of this machine."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "cuda_available": torch.cuda.is_available(),
+        "inductor_compile_threads": torch._inductor.config.compile_threads,
+    }
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``layername bench`` on the CLI's subparsers."""
+    p = sub.add_parser("bench", help="cold compile time and pieces versus layer count, string against opaque")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODEL_NAMES)
+    p.add_argument("--layers", nargs="+", type=int, default=list(DEFAULT_LAYERS))
+    p.add_argument("--mode", default="both", choices=REQUESTABLE)
+    p.add_argument("--compiler", default="inductor", choices=INNER_COMPILERS)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--impl", default=REFERENCE_IMPL)
+    p.add_argument("--out-dir", default="docs", type=Path, help="where benchmarks.md/.png/.json go")
+    p.add_argument(
+        "--suite", action=argparse.BooleanOptionalAction, default=True, help="time the suite, -n 2 vs serial"
+    )
+    p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell process")
+    p.add_argument("--suite-timeout", type=float, default=1800, help="seconds per suite run")
+    p.add_argument("--from-json", type=Path, help="re-render the report from a saved benchmarks.json, run nothing")
+    p.add_argument("--note", default="", help="free text for the report (e.g. what else ran on the machine)")
+    p.set_defaults(func=cmd_bench)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``layername bench`` command line that reproduces ``args``."""
+    words = ["layername", "bench", "--models", *args.models, "--layers", *map(str, args.layers)]
+    words += ["--mode", args.mode, "--compiler", args.compiler, "--device", args.device]
+    if args.impl != REFERENCE_IMPL:
+        words += ["--impl", args.impl]
+    words += ["--out-dir", str(args.out_dir), "--suite" if args.suite else "--no-suite"]
+    return shlex.join(words)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``layername bench``: run the cells (and the suite timing), then write the report and plot."""
+    from .bench_report import PlotUnavailable, require_matplotlib, write_outputs
+
+    try:
+        require_matplotlib()
+    except PlotUnavailable as error:
+        print(f"layername: error: {error}", file=sys.stderr)
+        return 2
+    if args.from_json:
+        data = json.loads(args.from_json.read_text(encoding="utf-8"))
+    else:
+        check_device(args.device)
+        modes = resolve_modes(args.mode)
+        started = dt.datetime.now(dt.timezone.utc)
+        load_start = load_average()
+        wall = time.perf_counter()
+        try:
+            cells = run_cells(
+                args.models, args.layers, modes, compiler=args.compiler, device=args.device, impl=args.impl,
+                timeout=args.cell_timeout,
+            )  # fmt: skip
+        except BenchError as error:
+            print(f"layername: error: {error}", file=sys.stderr)
+            return 1
+        cells_seconds = time.perf_counter() - wall
+        suite = run_suite_timing(args.suite_timeout) if args.suite else {"available": False, "reason": "--no-suite"}
+        data = {
+            "command": command_line(args),
+            "date": started.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "load_average_start": load_start,
+            "load_average_end": load_average(),
+            "cells_seconds": cells_seconds,
+            "note": args.note,
+            "compiler": args.compiler,
+            "device": args.device,
+            "cells": cells,
+            "suite": suite,
+        }
+    paths = write_outputs(data, args.out_dir)
+    for path in paths:
+        print(f"bench: wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))

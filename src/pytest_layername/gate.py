@@ -9,8 +9,9 @@ Rules (``layername gate --matrix matrix.toml [--tier T] [--cell C] REPORTS_DIR``
   too: a failure is never ignored.
 * A report passes when it is complete, its torch satisfies the cell's spec, it ran on the cell's device,
   its ``detected_mode`` equals the cell's ``expected_mode`` (which it also ran), its summary agrees with
-  its tests and stays within ``max_failed``/``min_passed``, and the maximum of each budgeted stat over the
-  tests run in the expected mode stays within budget (a budget nothing recorded is a failure).
+  its tests and stays within ``max_failed``/``min_passed``/``max_skipped``, and the maximum of each budgeted
+  stat over the cell's ``budget_tests`` run in the expected mode stays within budget (a budget that no
+  test recorded is a failure, not a pass).
 """
 
 from __future__ import annotations
@@ -118,19 +119,28 @@ def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: 
         failing = [t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")]
         shown = ", ".join(failing[:5]) + (" ..." if len(failing) > 5 else "")
         problems.append(f"{bad} tests failed or errored (budget max_failed={cell.max_failed}): {shown}")
+    if cell.max_skipped is not None and result.summary.get("skipped", 0) > cell.max_skipped:
+        skipped = [t["nodeid"] for t in tests if t["outcome"] == "skipped"]
+        problems.append(
+            f"{len(skipped)} tests skipped (budget max_skipped={cell.max_skipped}): {', '.join(skipped[:5])}"
+        )
     if result.summary.get("passed", 0) < cell.min_passed:
         problems.append(f"{result.summary.get('passed', 0)} tests passed, fewer than min_passed={cell.min_passed}")
 
-    in_mode = [t["stats"] for t in tests if t.get("mode") == cell.expected_mode and t.get("stats")]
+    budgeted = [
+        t for t in tests if t.get("mode") == cell.expected_mode and t.get("stats") and cell.budgeted(t["nodeid"])
+    ]
     for stat, limit in cell.stat_budgets().items():
-        values = [s[stat] for s in in_mode if s.get(stat) is not None]
-        result.stats[stat] = max(values) if values else None
+        values = {t["nodeid"]: t["stats"][stat] for t in budgeted if t["stats"].get(stat) is not None}
+        result.stats[stat] = max(values.values()) if values else None
         if not values:
-            problems.append(f"budget max_{stat}={limit} unchecked: no {cell.expected_mode}-mode test recorded {stat}")
-        elif max(values) > limit:
-            worst = [t["nodeid"] for t in tests if t.get("mode") == cell.expected_mode and t.get("stats")]
-            worst = [n for n, s in zip(worst, in_mode, strict=True) if (s.get(stat) or 0) > limit]
-            problems.append(f"{stat} reached {max(values)}, over budget max_{stat}={limit} in {', '.join(worst[:5])}")
+            problems.append(
+                f"budget max_{stat}={limit} unchecked: no {cell.expected_mode}-mode test matching "
+                f"{list(cell.budget_tests)} recorded {stat}"
+            )
+        elif max(values.values()) > limit:
+            over = [f"{nodeid} ({value})" for nodeid, value in values.items() if value > limit]
+            problems.append(f"{stat} over budget max_{stat}={limit} in {', '.join(over[:5])}")
 
 
 def evaluate_cell(cell: Cell, reports_dir: str | os.PathLike[str], required: bool) -> CellResult:

@@ -10,6 +10,7 @@ it by path before any torch is installed.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -36,11 +37,11 @@ DEFAULT_MATRIX = "matrix.toml"
 DEFAULT_REPORTS_DIR = "reports"
 
 REQUIRED_FIELDS = ("torch", "expected_mode", "device", "tier", "budgets")
-OPTIONAL_FIELDS = ("install", "pytest_args", "description")
+OPTIONAL_FIELDS = ("install", "budget_tests", "pytest_args", "description")
 INSTALL_FIELDS = ("index_url", "extra_index_urls", "find_links", "pre")
 #: Per-cell limits on the report's summary.
-SUMMARY_BUDGETS = ("max_failed", "min_passed")
-#: Per-cell maxima over ``stats`` of tests run in the expected mode (names of ``CompileStats`` counts).
+SUMMARY_BUDGETS = ("max_failed", "min_passed", "max_skipped")
+#: Per-cell maxima over ``stats`` of the ``budget_tests`` run in the expected mode (``CompileStats`` counts).
 STAT_BUDGETS = (
     "max_pieces",
     "max_unique_pieces",
@@ -90,6 +91,7 @@ class Cell:
     tier: str
     budgets: dict[str, int]
     install: Install = field(default_factory=Install)
+    budget_tests: tuple[str, ...] = ("*",)
     pytest_args: tuple[str, ...] = ()
     description: str = ""
 
@@ -105,6 +107,14 @@ class Cell:
     @property
     def min_passed(self) -> int:
         return self.budgets.get("min_passed", 1)
+
+    @property
+    def max_skipped(self) -> int | None:
+        return self.budgets.get("max_skipped")
+
+    def budgeted(self, nodeid: str) -> bool:
+        """Whether the stat budgets apply to the test ``nodeid`` (it matches a ``budget_tests`` pattern)."""
+        return any(fnmatch.fnmatchcase(nodeid, pattern) for pattern in self.budget_tests)
 
     def stat_budgets(self) -> dict[str, int]:
         """``{stat name: maximum}`` for the stat budgets this cell sets (e.g. ``{"unique_pieces": 3}``)."""
@@ -196,6 +206,13 @@ def _string_list(value: Any, where: str, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    patterns = _string_list(value, where, "budget_tests")
+    if not patterns or not all(patterns):
+        raise MatrixError(f"{where}: budget_tests must list non-empty nodeid patterns (fnmatch), e.g. ['*::test_x*']")
+    return patterns
+
+
 def mode_for_spec(spec: SpecifierSet, where: str) -> str:
     """The mode every torch in ``spec`` must detect; a spec straddling 2.11 is an error."""
     boundary_below = Version(f"{OPAQUE_MIN_VERSION.major}.{OPAQUE_MIN_VERSION.minor - 1}.9999")
@@ -283,6 +300,7 @@ def parse_cell(name: str, table: Any, where: str) -> Cell:
         tier=tier,
         budgets=_parse_budgets(table["budgets"], where),
         install=_parse_install(table.get("install", {}), where),
+        budget_tests=_patterns(table.get("budget_tests", ["*"]), where),
         pytest_args=_string_list(table.get("pytest_args", []), where, "pytest_args"),
         description=_expect(table.get("description", ""), str, where, "description"),
     )

@@ -82,11 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compile_stats)
 
-    from . import bench, gate, matrix
+    from . import audit, bench, gate, matrix
 
     matrix.add_parser(sub)
     gate.add_parser(sub)
     bench.add_parser(sub)
+    audit.add_parser(sub)
     return parser
 
 

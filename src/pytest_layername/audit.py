@@ -61,14 +61,15 @@ def _is_string_type(type_text: str) -> bool:
 
 
 def namespace_schemas(namespace: str) -> list[tuple[str, torch.FunctionSchema]]:
-    """``(ns::op.overload, schema)`` for every op registered in ``namespace``."""
+    """``(ns::op[.overload], schema)`` for every op overload registered in ``namespace``."""
     prefix = f"{namespace}::"
     names = sorted({n.split(".")[0] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix)})
     schemas = []
     for qualified in names:
         packet = getattr(getattr(torch.ops, namespace), qualified[len(prefix) :])
         for overload in packet.overloads():
-            schemas.append((f"{qualified}.{overload}", getattr(packet, overload)._schema))
+            name = qualified if overload == "default" else f"{qualified}.{overload}"
+            schemas.append((name, getattr(packet, overload)._schema))
     return schemas
 
 

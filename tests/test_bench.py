@@ -1,0 +1,98 @@
+"""The benchmark machinery at tiny N with the eager inner compiler: structure and measured relations, no timings."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_layername import bench, bench_report
+from pytest_layername.cli import build_parser, main
+
+LAYERS = (2, 4)
+
+
+@pytest.fixture(scope="module")
+def cells() -> list[dict[str, Any]]:
+    """Decoder cells at N=2 and 4 in both modes, measured in this process with the eager inner compiler."""
+    return [bench.measure_cell("decoder", n, mode, compiler="eager") for n in LAYERS for mode in ("opaque", "string")]
+
+
+def _data(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "command": "layername bench --compiler eager",
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": bench.machine(),
+        "load_average_start": None,
+        "load_average_end": None,
+        "cells_seconds": 0.0,
+        "note": "",
+        "compiler": "eager",
+        "device": "cpu",
+        "cells": [{**c, "load_before": None} for c in cells],
+        "suite": {"available": False, "reason": "--no-suite"},
+    }
+
+
+def test_cells_count_pieces_per_mode(cells: list[dict[str, Any]]) -> None:
+    by = bench_report.index(cells)
+    for n in LAYERS:
+        opaque, string = by[("decoder", n, "opaque")], by[("decoder", n, "string")]
+        assert opaque["pieces"] == string["pieces"] == n + 1
+        assert string["unique_pieces"] == n + 1
+        assert opaque["unique_pieces"] == opaque["backend_compilations"]
+        assert opaque["inductor_compiles"] == string["inductor_compiles"] == 0  # eager compiles nothing
+        assert set(opaque["harness_seconds"]) == {"split", "hash", "record", "stats"}
+        assert all(v >= 0 for v in opaque["harness_seconds"].values())
+        assert opaque["max_abs_error"] == 0.0
+    assert by[("decoder", 2, "opaque")]["unique_pieces"] == by[("decoder", 4, "opaque")]["unique_pieces"]
+
+
+def test_checks_and_ratios_follow_the_cells(cells: list[dict[str, Any]]) -> None:
+    claims = {claim: ok for claim, ok, _ in bench_report.checks(cells)}
+    assert claims["decoder, opaque: unique pieces constant in N"]
+    assert claims["decoder, string: unique pieces = N+1"]
+    ratios = {r["layers"]: r for r in bench_report.ratios(cells)}
+    assert set(ratios) == set(LAYERS)
+    assert ratios[4]["unique"] == 5 / bench_report.index(cells)[("decoder", 4, "opaque")]["unique_pieces"]
+
+
+def test_report_files(cells: list[dict[str, Any]], tmp_path: Path) -> None:
+    paths = bench_report.write_outputs(_data(cells), tmp_path)
+    assert [p.name for p in paths] == ["benchmarks.json", "benchmarks.png", "benchmarks.md"]
+    assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+    md = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Results", "## String / opaque", "## What it must show", "## Harness overhead"):
+        assert heading in md
+    for c in cells:
+        assert f"| decoder | {c['layers']} | {c['mode']} | {c['pieces']} | {c['unique_pieces']} |" in md
+    assert "Not measured: --no-suite." in md
+    assert json.loads((tmp_path / "benchmarks.json").read_text())["cells"][0]["model"] == "decoder"
+
+
+def test_cli_runs_cells_in_worker_processes_and_rerenders(tmp_path: Path) -> None:
+    out = tmp_path / "docs"
+    argv = ["bench", "--models", "decoder", "--layers", "2", "--compiler", "eager", "--no-suite"]
+    assert main([*argv, "--out-dir", str(out)]) == 0
+    data = json.loads((out / "benchmarks.json").read_text())
+    assert [(c["layers"], c["mode"]) for c in data["cells"]] == [(2, "opaque"), (2, "string")]
+    assert all(c["warmup_seconds"] > 0 and c["process_seconds"] > 0 for c in data["cells"])
+    again = tmp_path / "again"
+    assert main(["bench", "--from-json", str(out / "benchmarks.json"), "--out-dir", str(again)]) == 0
+    assert (again / "benchmarks.md").read_text() == (out / "benchmarks.md").read_text()
+
+
+def test_command_line_reproduces_the_arguments() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["bench", "--models", "moe", "--layers", "4", "8", "--no-suite", "--out-dir", "x"])
+    again = parser.parse_args(shlex.split(bench.command_line(args))[1:])
+    assert vars(again) == vars(args)
+
+
+def test_failed_cell_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["bench", "--models", "decoder", "--layers", "1", "--impl", "no.such.module", "--no-suite"]
+    assert main([*argv, "--compiler", "eager", "--out-dir", str(tmp_path)]) == 1
+    assert "cell decoder x1" in capsys.readouterr().err

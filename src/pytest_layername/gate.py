@@ -17,7 +17,6 @@ Rules (``layername gate --matrix matrix.toml [--tier T] [--cell C] REPORTS_DIR``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion
 
-from .matrix import DEFAULT_MATRIX, Cell, MatrixError, load_matrix
+from .matrix import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, read_skip_marker
 from .report import ReportError, load_report, summarize
 
 PASSED, FAILED, MISSING, SKIPPED = "passed", "failed", "missing", "skipped"
@@ -72,14 +71,6 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return bool(self.results) and all(r.ok for r in self.results) and any(r.required for r in self.results)
-
-
-def _read_skip_marker(path: Path) -> str:
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-        return str(marker["reason"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ReportError(f"skip marker {path} is unreadable: {error}") from error
 
 
 def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: Path) -> None:
@@ -151,11 +142,11 @@ def evaluate_cell(cell: Cell, reports_dir: str | os.PathLike[str], required: boo
     if not report_path.exists():
         if marker_path.exists():
             try:
-                result.skip_reason = _read_skip_marker(marker_path)
+                result.skip_reason = read_skip_marker(marker_path)
                 result.status = SKIPPED
                 if required:
                     result.problems.append(f"required cell was skipped: {result.skip_reason}")
-            except ReportError as error:
+            except MatrixError as error:
                 result.problems.append(str(error))
             return result
         result.problems.append(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,11 @@ class Cell:
     def requirement(self) -> str:
         """The pip requirement installing this cell's torch, e.g. ``torch==2.10.0``."""
         return f"torch{self.torch}"
+
+    @property
+    def keyword(self) -> str:
+        """The name as an identifier (``cpu_torch2_10``), usable in ``nox -k``/``-t`` expressions."""
+        return re.sub(r"\W", "_", self.name)
 
     @property
     def max_failed(self) -> int:
@@ -336,6 +342,25 @@ def load_matrix(path: str | os.PathLike[str] = DEFAULT_MATRIX) -> Matrix:
     except tomllib.TOMLDecodeError as error:
         raise MatrixError(f"matrix file {source} is not valid TOML: {error}") from error
     return parse_matrix(data, source)
+
+
+def write_skip_marker(cell: Cell, reports_dir: str | os.PathLike[str], reason: str) -> Path:
+    """Leave ``<cell>.skipped.json`` saying why ``cell`` did not run, so the gate shows a skip, not a pass."""
+    path = cell.skip_marker_path(reports_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"cell": cell.name, "device": cell.device, "reason": reason}, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_skip_marker(path: str | os.PathLike[str]) -> str:
+    """The reason recorded in a skip marker; :class:`MatrixError` when it is unreadable."""
+    try:
+        marker = json.loads(Path(path).read_text(encoding="utf-8"))
+        return str(marker["reason"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise MatrixError(f"skip marker {path} is unreadable ({type(error).__name__}: {error})") from error
 
 
 def device_available(device: str) -> tuple[bool, str]:

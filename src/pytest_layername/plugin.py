@@ -121,9 +121,10 @@ def _marker_modes(metafunc: pytest.Metafunc) -> set[str] | None:
     modes = marker.kwargs.get("modes", marker.args[0] if marker.args else None)
     unknown = set(modes or ()) - {"opaque", "string"}
     if not modes or unknown:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{metafunc.definition.nodeid}: @pytest.mark.layername(modes=[...]) takes 'opaque' and/or 'string', "
-            f"got {modes!r}"
+            f"got {modes!r}",
+            pytrace=False,
         )
     return set(modes)
 

@@ -21,7 +21,7 @@ import torch._dynamo.utils as dynamo_utils
 from torch import fx, nn
 
 from .field_checks import FieldCheckError, check_fx_repr
-from .graph_hash import baked_strings
+from .graph_hash import target_name
 from .impl import Implementation
 from .modes import Mode, ModeError
 from .stats import compile_session
@@ -71,11 +71,11 @@ def _value_failures(impl: Implementation, mode: Mode, name: str) -> list[StageFa
         try:
             copied = pickle.loads(pickle.dumps(encoded, protocol=protocol))
         except Exception as error:
-            failures.append(StageFailure(name, "pickle", f"protocol {protocol}: {type(error).__name__}: {error}"))
+            failures.append(StageFailure(name, f"pickle(protocol={protocol})", f"{type(error).__name__}: {error}"))
             continue
         failures.append(_check_value(impl, mode, name, copied, f"pickle(protocol={protocol})"))
         if copied != encoded or hash(copied) != hash(encoded):
-            failures.append(StageFailure(name, "pickle", f"protocol {protocol}: copy is not equal with equal hash"))
+            failures.append(StageFailure(name, f"pickle(protocol={protocol})", "copy is not equal with an equal hash"))
     for copier in (copy.copy, copy.deepcopy):
         failures.append(_check_value(impl, mode, name, copier(encoded), copier.__name__))
     if mode == "opaque":
@@ -162,14 +162,30 @@ def _compare_received(names: Sequence[str], received: Sequence[Any], stage: str)
     return [StageFailure(n, stage, f"op received {r!r}") for n, r in zip(names, received, strict=True) if r != n]
 
 
-def _graph_failures(mode: Mode, names: Sequence[str], capture: _Capture, stage: str) -> list[StageFailure]:
+def _constants(gm: fx.GraphModule) -> Iterator[tuple[str, Any]]:
+    """``(op, constant)`` for every non-node argument of every call in ``gm``."""
+    for node in gm.graph.nodes:
+        if node.op in ("call_function", "call_method", "call_module"):
+            leaves = torch.utils._pytree.tree_leaves((node.args, node.kwargs))
+            yield from ((target_name(node.target), v) for v in leaves if not isinstance(v, fx.Node))
+
+
+def _graph_failures(
+    impl: Implementation, mode: Mode, names: Sequence[str], capture: _Capture, stage: str
+) -> list[StageFailure]:
     if not capture.graphs:
         return [StageFailure(n, stage, "the backend never ran: the call fell back to eager") for n in names]
     if mode != "opaque":
         return []
-    baked = {b.value: b for gm, _ in capture.graphs for b in baked_strings(gm)}
+    baked: dict[str, str] = {}
+    for gm, _ in capture.graphs:
+        for op, value in _constants(gm):
+            if isinstance(value, impl.LayerName):
+                baked.setdefault(impl.resolve(value), f"{op}(..., {value!r})")
+            elif isinstance(value, str):
+                baked.setdefault(value, f"{op}(..., {value!r})")
     return [
-        StageFailure(n, stage, f"baked into the graph as a constant ({baked[n]}); LayerName is not hoisted")
+        StageFailure(n, stage, f"baked into the graph as a constant: {baked[n]}; LayerName is not hoisted")
         for n in names
         if n in baked
     ]
@@ -188,7 +204,7 @@ def _compiled_failures(impl: Implementation, mode: Mode, names: Sequence[str], c
             return [
                 StageFailure(n, stage, f"compiling or running raised {type(error).__name__}: {error}") for n in names
             ]
-        failures = _graph_failures(mode, names, capture, stage) + _compare_received(names, received, stage)
+        failures = _graph_failures(impl, mode, names, capture, stage) + _compare_received(names, received, stage)
     if not torch.equal(out, x + len(names)):
         failures.append(StageFailure(names[0], stage, f"output {out.tolist()} != eager {(x + len(names)).tolist()}"))
     return failures

@@ -99,7 +99,8 @@ def matrix(session: nox.Session, cell: _matrix.Cell) -> None:
 
     env = {"CUDA_VISIBLE_DEVICES": ""} if cell.device == "cpu" else {}
     session.install(cell.requirement, *cell.install.options(), *_env_find_links(session))
-    session.install("-e", f"{ROOT}[test]", *_env_find_links(session))
+    # torch < 2.11's inductor imports setuptools to build C++ on CPU; pip seeds it into venvs, uv does not.
+    session.install("-e", f"{ROOT}[test]", "setuptools", *_env_find_links(session))
     probe = json.loads(session.run("python", "-c", PROBE, env=env, silent=True, stderr=None).strip().splitlines()[-1])
     session.log(f"{cell.name}: torch {probe['torch_full']}, auto mode {probe['auto_mode']}, device {probe['device']}")
     if not cell.allows(probe["torch_full"]):

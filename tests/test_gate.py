@@ -1,0 +1,350 @@
+"""The release gate over reports written in report.py's schema: it passes only on good, complete evidence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_layername.cli import main
+from pytest_layername.gate import run_gate
+from pytest_layername.matrix import Cell, load_matrix, write_skip_marker
+from pytest_layername.report import SCHEMA_VERSION, summarize, write_report
+from pytest_layername.stats import CompileStats
+
+ROOT = Path(__file__).resolve().parents[1]
+MATRIX_TOML = ROOT / "matrix.toml"
+MATRIX = load_matrix(MATRIX_TOML)
+CI = {c.expected_mode: c for c in MATRIX.select(["ci"])}  # one string and one opaque cell
+SUITE = "src/pytest_layername/suite/test_models.py"
+LAYERS = 32
+
+
+def pinned(cell: Cell) -> str:
+    """A torch version the cell's spec admits (its first clause's version)."""
+    return next(iter(cell.torch)).version
+
+
+def test_entry(nodeid: str, mode: str | None, outcome: str = "passed", **stats: int) -> dict[str, Any]:
+    return {
+        "nodeid": nodeid,
+        "mode": mode,
+        "outcome": outcome,
+        "duration": 0.5,
+        "stats": CompileStats(**stats).as_dict() if stats else None,
+        "fusion": None,
+    }
+
+
+test_entry.__test__ = False  # a helper, not a test
+
+
+def model_tests(cell: Cell, **overrides: int) -> list[dict[str, Any]]:
+    """Reference-model tests as the suite records them, every stat at its budget unless overridden."""
+    mode = cell.expected_mode
+    counts = {stat: limit for stat, limit in cell.stat_budgets().items()}
+    counts.update(overrides)
+    budgeted = f"{SUITE}::test_decoder_inductor[{mode}-{LAYERS}]"
+    assert cell.budgeted(budgeted), f"{cell.name}'s budget_tests no longer cover {budgeted}"
+    return [
+        test_entry(budgeted, mode, pieces=LAYERS + 1, **counts),
+        test_entry(f"{SUITE}::test_schema_takes_opaque_or_str[{mode}]", mode),
+        test_entry(f"{SUITE}::test_models_on_cuda[{mode}-decoder]", mode, outcome="skipped"),
+    ]
+
+
+def make_report(cell: Cell, tests: list[dict[str, Any]] | None = None, **run: Any) -> dict[str, Any]:
+    tests = model_tests(cell) if tests is None else tests
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "complete": True,
+        "incomplete_reason": None,
+        "run": {
+            "torch": pinned(cell),
+            "device": cell.device,
+            "requested_mode": "auto",
+            "modes": [cell.expected_mode],
+            "detected_mode": cell.expected_mode,
+            "opaque_supported": cell.expected_mode == "opaque",
+            "opaque_reason": None,
+            **run,
+        },
+        "tests": tests,
+        "summary": summarize(tests),
+    }
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    """A reports folder holding a good report for each ci cell."""
+    folder = tmp_path / "reports"
+    for cell in CI.values():
+        write_report(cell.report_path(folder), make_report(cell))
+    return folder
+
+
+def gate(reports: Path, *args: str) -> int:
+    return main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci", *args])
+
+
+def assert_fails(reports: Path, capsys: pytest.CaptureFixture[str], cell: Cell, needle: str) -> str:
+    assert gate(reports) == 1
+    out = capsys.readouterr().out
+    assert f"- {cell.name}: " in out and needle in out, out
+    assert "gate: FAIL" in out
+    return out
+
+
+def test_good_reports_pass_and_write_markdown(reports, capsys, monkeypatch, tmp_path):
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    assert gate(reports) == 0
+    out = capsys.readouterr().out
+    assert f"gate: PASS ({len(CI)}/{len(CI)} required cells passed)" in out
+    for cell in CI.values():
+        assert cell.name in out
+    markdown = (reports / "gate.md").read_text(encoding="utf-8")
+    assert markdown.startswith("## layername gate: PASS")
+    assert step_summary.read_text(encoding="utf-8") == "earlier step\n" + markdown
+
+
+def test_markdown_path_option(reports, capsys, tmp_path):
+    target = tmp_path / "out" / "summary.md"
+    assert gate(reports, "--markdown", str(target)) == 0
+    assert "| cpu" in target.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("mode", sorted(CI))
+def test_missing_report_fails(reports, capsys, mode):
+    cell = CI[mode]
+    cell.report_path(reports).unlink()
+    out = assert_fails(reports, capsys, cell, f"no report {cell.report_path(reports)}")
+    assert "FAIL: missing" in out
+
+
+def test_missing_reports_folder_fails(tmp_path, capsys):
+    assert gate(tmp_path / "never-written") == 1
+    assert "no report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", sorted(CI))
+def test_detected_mode_differs_fails(reports, capsys, mode):
+    cell = CI[mode]
+    other = "string" if mode == "opaque" else "opaque"
+    write_report(cell.report_path(reports), make_report(cell, detected_mode=other))
+    assert_fails(reports, capsys, cell, f"detected mode {other!r} but torch {cell.torch} must detect {mode!r}")
+
+
+def test_opaque_unique_pieces_n_plus_1_fails(reports, capsys):
+    """The unhoisted outcome (every layer its own piece) in an opaque cell is over budget."""
+    cell = CI["opaque"]
+    write_report(cell.report_path(reports), make_report(cell, model_tests(cell, unique_pieces=LAYERS + 1)))
+    assert_fails(
+        reports, capsys, cell, f"unique_pieces over budget max_unique_pieces={cell.budgets['max_unique_pieces']}"
+    )
+
+
+@pytest.mark.parametrize("mode", sorted(CI))
+def test_each_stat_budget_fails_one_over(reports, capsys, mode):
+    cell = CI[mode]
+    assert cell.stat_budgets(), f"{cell.name} sets no stat budget"
+    for stat, limit in cell.stat_budgets().items():
+        write_report(cell.report_path(reports), make_report(cell, model_tests(cell, **{stat: limit + 1})))
+        out = assert_fails(reports, capsys, cell, f"{stat} over budget max_{stat}={limit}")
+        assert f"({limit + 1})" in out
+
+
+def test_tests_outside_budget_tests_do_not_count(reports, capsys):
+    """The broken-op test records N+1 unique pieces on purpose; budget_tests leaves it out."""
+    cell = CI["opaque"]
+    broken = f"{SUITE}::test_broken_op_is_caught[opaque]"
+    assert not cell.budgeted(broken)
+    tests = [*model_tests(cell), test_entry(broken, "opaque", unique_pieces=17, pieces=17)]
+    write_report(cell.report_path(reports), make_report(cell, tests))
+    assert gate(reports) == 0
+
+
+def test_budget_nothing_recorded_fails(reports, capsys):
+    cell = CI["opaque"]
+    tests = [test_entry(f"{SUITE}::test_schema_takes_opaque_or_str[opaque]", "opaque")]
+    write_report(cell.report_path(reports), make_report(cell, tests))
+    assert_fails(reports, capsys, cell, "unchecked: no opaque-mode test matching")
+
+
+def test_stats_from_another_mode_do_not_satisfy_a_budget(reports, capsys):
+    cell = CI["opaque"]
+    tests = [{**t, "mode": "string"} for t in model_tests(cell)]
+    write_report(cell.report_path(reports), make_report(cell, tests, modes=["opaque", "string"]))
+    assert_fails(reports, capsys, cell, "unchecked")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "is unreadable"),
+        ("[]", "is not a JSON object"),
+        ('{"schema_version": 1}', "lacks complete, run, tests, summary"),
+    ],
+)
+def test_unreadable_report_fails(reports, capsys, content, needle):
+    cell = CI["string"]
+    cell.report_path(reports).write_text(content, encoding="utf-8")
+    assert_fails(reports, capsys, cell, needle)
+
+
+def test_other_schema_version_fails(reports, capsys):
+    cell = CI["string"]
+    write_report(cell.report_path(reports), {**make_report(cell), "schema_version": SCHEMA_VERSION + 1})
+    assert_fails(reports, capsys, cell, f"schema_version {SCHEMA_VERSION + 1}")
+
+
+def test_malformed_report_fails_without_crashing(reports, capsys):
+    cell = CI["opaque"]
+    report = make_report(cell)
+    del report["tests"][0]["outcome"]
+    write_report(cell.report_path(reports), report)
+    assert_fails(reports, capsys, cell, "is malformed (KeyError")
+
+
+def test_incomplete_report_fails(reports, capsys):
+    cell = CI["opaque"]
+    report = {**make_report(cell), "complete": False, "incomplete_reason": "xdist worker gw1 crashed"}
+    write_report(cell.report_path(reports), report)
+    assert_fails(reports, capsys, cell, "report is incomplete: xdist worker gw1 crashed")
+
+
+def test_wrong_torch_fails(reports, capsys):
+    cell = CI["string"]
+    write_report(cell.report_path(reports), make_report(cell, torch=pinned(CI["opaque"])))
+    assert_fails(reports, capsys, cell, f"which is not {cell.requirement}")
+
+
+def test_local_version_tag_is_accepted(reports):
+    cell = CI["opaque"]
+    write_report(cell.report_path(reports), make_report(cell, torch=f"{pinned(cell)}+cpu"))
+    assert gate(reports) == 0
+
+
+def test_wrong_device_fails(reports, capsys):
+    cell = CI["string"]
+    write_report(cell.report_path(reports), make_report(cell, device="cuda"))
+    assert_fails(reports, capsys, cell, "ran on device 'cuda', the cell is 'cpu'")
+
+
+def test_expected_mode_not_run_fails(reports, capsys):
+    cell = CI["opaque"]
+    tests = [{**t, "mode": "string"} for t in model_tests(cell)]
+    write_report(cell.report_path(reports), make_report(cell, tests, requested_mode="string", modes=["string"]))
+    assert_fails(reports, capsys, cell, "not the expected mode 'opaque'")
+
+
+@pytest.mark.parametrize("outcome", ["failed", "error"])
+def test_failures_over_budget_fail(reports, capsys, outcome):
+    cell = CI["string"]
+    broken = f"{SUITE}::test_fake_and_real_agree[string-moe]"
+    tests = [*model_tests(cell)] + [test_entry(broken, "string", outcome=outcome)] * (cell.max_failed + 1)
+    write_report(cell.report_path(reports), make_report(cell, tests))
+    assert_fails(reports, capsys, cell, f"budget max_failed={cell.max_failed}): {broken}")
+
+
+def test_summary_that_disagrees_with_tests_fails(reports, capsys):
+    cell = CI["string"]
+    report = make_report(cell)
+    report["tests"][0]["outcome"] = "failed"  # the summary still counts it as passed
+    write_report(cell.report_path(reports), report)
+    assert_fails(reports, capsys, cell, "disagrees with the")
+
+
+def test_no_passed_tests_fails(reports, capsys):
+    cell = CI["string"]
+    write_report(cell.report_path(reports), make_report(cell, [], modes=[cell.expected_mode]))
+    assert_fails(reports, capsys, cell, f"fewer than min_passed={cell.min_passed}")
+
+
+def test_required_skipped_cell_fails_and_says_why(reports, capsys):
+    gpu = MATRIX.select(["gpu"])[0]
+    write_skip_marker(gpu, reports, "no cuda: nvidia-smi is not on PATH")
+    assert gate(reports, "--tier", "gpu") == 1
+    out = capsys.readouterr().out
+    assert "FAIL: skipped (no cuda: nvidia-smi is not on PATH)" in out
+    assert f"{gpu.name}: required cell was skipped" in out
+
+
+def test_skipped_cell_that_is_not_required_is_shown_not_failed(reports, capsys):
+    gpu = MATRIX.select(["gpu"])[0]
+    write_skip_marker(gpu, reports, "no cuda: nvidia-smi is not on PATH")
+    assert gate(reports) == 0
+    assert "skipped (no cuda: nvidia-smi is not on PATH) (not required)" in capsys.readouterr().out
+
+
+def test_unreadable_skip_marker_is_not_a_skip(reports, capsys):
+    gpu = MATRIX.select(["gpu"])[0]
+    gpu.skip_marker_path(reports).write_text("nope", encoding="utf-8")
+    assert gate(reports, "--tier", "gpu") == 1
+    assert "is unreadable" in capsys.readouterr().out
+
+
+def test_failing_report_of_a_cell_that_is_not_required_still_fails(reports, capsys):
+    other = next(c for c in MATRIX.cells if c.tier != "ci")
+    write_report(other.report_path(reports), make_report(other, detected_mode="nonsense"))
+    assert gate(reports) == 1
+    assert f"- {other.name}: detected mode 'nonsense'" in capsys.readouterr().out
+
+
+def test_all_cells_required_without_tier(reports, capsys):
+    """With no --tier/--cell every cell is required: a CPU-only reports folder does not pass a release."""
+    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports)]) == 1
+    assert f"{len(CI)}/{len(MATRIX.cells)} required cells passed" in capsys.readouterr().out
+
+
+def test_required_cell_by_name(reports, capsys):
+    cell = CI["opaque"]
+    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--cell", cell.name]) == 0
+    assert "1/1 required cells passed" in capsys.readouterr().out
+
+
+def test_stray_report_is_noted(reports, capsys):
+    (reports / "cpu-torch9.9.json").write_text("{}", encoding="utf-8")
+    assert gate(reports) == 0
+    assert "ignored cpu-torch9.9.json: no cell of the matrix has this name" in capsys.readouterr().out
+
+
+def test_max_skipped_budget(tmp_path):
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        '[cells.gpu13]\ntorch = "==2.13.0"\nexpected_mode = "opaque"\ndevice = "cuda"\ntier = "gpu"\n'
+        "budgets = { max_failed = 0, max_skipped = 0 }\n",
+        encoding="utf-8",
+    )
+    cell = load_matrix(matrix_file).cell("gpu13")
+    write_report(cell.report_path(tmp_path), make_report(cell))
+    result = run_gate(matrix_file, tmp_path)
+    assert not result.passed
+    assert any("1 tests skipped (budget max_skipped=0)" in p for p in result.results[0].problems)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tier", "nightly"], "no cell has tier 'nightly'"),
+        (["--cell", "nope"], "no cell named 'nope'"),
+        (["--matrix", "missing.toml"], "matrix file missing.toml does not exist"),
+    ],
+)
+def test_usage_errors_exit_2(reports, capsys, args, needle):
+    assert main(["gate", str(reports), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layername: error: ") and needle in err
+
+
+def test_console_script_exit_codes(reports):
+    command = [sys.executable, "-m", "pytest_layername", "gate", "--matrix", str(MATRIX_TOML), str(reports)]
+    assert subprocess.run([*command, "--tier", "ci"], capture_output=True, check=False).returncode == 0
+    CI["opaque"].report_path(reports).unlink()
+    failed = subprocess.run([*command, "--tier", "ci"], capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and "gate: FAIL" in failed.stdout
+    assert "Traceback" not in failed.stderr

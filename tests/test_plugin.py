@@ -36,8 +36,10 @@ def unsupported_torch(monkeypatch: pytest.MonkeyPatch):
     """Simulate a torch whose register_opaque_type has no ``hoist=`` (torch 2.10, vendor 2.11 builds)."""
     from torch._library import opaque_object
 
-    def register_opaque_type(cls, *, typ, guard_fn=None, members=None):
-        raise AssertionError("not called in this simulation")
+    original = opaque_object.register_opaque_type
+
+    def register_opaque_type(cls, *, typ, **options):  # no hoist= parameter, as in torch 2.10
+        return original(cls, typ=typ, **options)
 
     monkeypatch.setattr(opaque_object, "register_opaque_type", register_opaque_type)
     compat.opaque_support.cache_clear()

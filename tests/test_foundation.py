@@ -1,0 +1,186 @@
+"""The library without pytest: feature probe, modes, implementations, models, backend counts, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from pytest_layername import compat
+from pytest_layername.backend import BackendError, PiecewiseBackend
+from pytest_layername.cli import main
+from pytest_layername.impl import ImplementationError, load_implementation
+from pytest_layername.measure import measure_compile
+from pytest_layername.models import ModelError, build_model
+from pytest_layername.modes import ModeError, resolve_mode, resolve_modes
+from pytest_layername.reference import LayerName, _encode_layer_name, _resolve_layer_name, use_mode
+
+SUPPORTED = compat.opaque_support().supported
+NO_HOIST = compat.OpaqueSupport(compat.torch_version(), False, "simulated: no hoist=")
+
+
+def test_probe_detects_the_feature_on_this_torch() -> None:
+    support = compat.detect_opaque_support()
+    assert support.supported == ("hoist" in str(_register_signature())), support
+    assert support.torch_version == compat.torch_version()
+
+
+def _register_signature() -> object:
+    import inspect
+
+    from torch._library import opaque_object
+
+    return (
+        inspect.signature(opaque_object.register_opaque_type) if hasattr(opaque_object, "register_opaque_type") else ""
+    )
+
+
+def test_probe_without_hoist_keyword_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._library import opaque_object
+
+    monkeypatch.setattr(opaque_object, "register_opaque_type", lambda cls, *, typ: None)
+    support = compat.detect_opaque_support()
+    assert not support.supported
+    assert "does not accept hoist=" in support.reason
+
+
+def test_probe_without_opaque_base_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch._opaque_base", None)  # import now raises ImportError
+    support = compat.detect_opaque_support()
+    assert not support.supported and "torch._opaque_base" in support.reason
+
+
+def test_modes_resolve_and_fail_clearly() -> None:
+    supported = compat.OpaqueSupport(compat.torch_version(), True, None)
+    assert resolve_mode("auto", supported) == "opaque"
+    assert resolve_mode("auto", NO_HOIST) == "string"
+    assert resolve_modes("both", NO_HOIST) == ["opaque", "string"]
+    with pytest.raises(ModeError, match="simulated: no hoist="):
+        resolve_mode("opaque", NO_HOIST)
+    with pytest.raises(ModeError, match="unknown layer-name mode 'fast'"):
+        resolve_modes("fast")
+
+
+@pytest.mark.skipif(not SUPPORTED, reason="needs hoisted opaque types")
+def test_reference_layer_name_contract() -> None:
+    from torch._library import opaque_object
+
+    name = LayerName("model.layers.0.self_attn")
+    assert name == LayerName("model.layers.0.self_attn") and hash(name) == hash(LayerName(name.value))
+    source, globals_ = name.__fx_repr__()
+    assert eval(source, globals_) == name
+    assert opaque_object.is_opaque_type(LayerName) and opaque_object.should_hoist(LayerName)
+    with use_mode("opaque"):
+        assert _encode_layer_name("a.b") == LayerName("a.b")
+    with use_mode("string"):
+        assert _encode_layer_name("a.b") == "a.b"
+    assert _resolve_layer_name(LayerName("a.b")) == _resolve_layer_name("a.b") == "a.b"
+    with pytest.raises(TypeError, match="expected LayerName or str, got NoneType"):
+        _resolve_layer_name(None)
+
+
+def test_impl_module_without_api_names_everything_missing() -> None:
+    with pytest.raises(ImplementationError) as caught:
+        load_implementation("json")
+    message = str(caught.value)
+    for name in ("LayerName", "_encode_layer_name", "_resolve_layer_name"):
+        assert f"missing attribute {name!r}" in message
+    with pytest.raises(ImplementationError, match="cannot import"):
+        load_implementation("does_not_exist_anywhere")
+
+
+def test_unknown_model_and_compiler_are_clear_errors() -> None:
+    impl = load_implementation()
+    with pytest.raises(ModelError, match="unknown model 'gpt'; choose one of: decoder, moe, hybrid"):
+        build_model("gpt", 2, impl, "string")
+    with pytest.raises(BackendError, match="unknown inner compiler 'tvm'"):
+        PiecewiseBackend(compiler="tvm")
+
+
+@pytest.mark.parametrize("layers", [4, 8, 32, 64])
+def test_unique_pieces_across_layer_counts(layers: int) -> None:
+    """Opaque stays at 3 unique pieces for any N; strings give N+1 (eager inner compiler: structure only)."""
+    modes = ["opaque", "string"] if SUPPORTED else ["string"]
+    results = {mode: measure_compile("decoder", layers, mode, compiler="eager").stats for mode in modes}
+    assert results["string"].pieces == results["string"].unique_pieces == layers + 1
+    if SUPPORTED:
+        assert results["opaque"].pieces == layers + 1
+        assert results["opaque"].unique_pieces == 3
+        assert results["opaque"].backend_compilations == 3
+
+
+@pytest.mark.parametrize(("kind", "opaque", "string"), [("moe", 3, 9), ("hybrid", 4, 6)])
+def test_other_models_have_the_same_shape_of_result(kind: str, opaque: int, string: int) -> None:
+    assert measure_compile(kind, 8, "string", compiler="eager").stats.unique_pieces == string
+    if SUPPORTED:
+        assert measure_compile(kind, 8, "opaque", compiler="eager").stats.unique_pieces == opaque
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_probe_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "probe", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["torch"] == torch.__version__
+    assert info["opaque_supported"] is SUPPORTED and info["auto_mode"] == ("opaque" if SUPPORTED else "string")
+
+
+def test_cli_compile_stats_both_modes_with_inductor(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "compile-stats", "--model", "decoder", "--layers", "8", "--mode", "both", "--json")
+    results = {r["mode"]: r for r in json.loads(out)["results"]}
+    assert code == 0
+    assert (results["string"]["pieces"], results["string"]["unique_pieces"]) == (9, 9)
+    assert results["string"]["inductor_compiles"] == 9
+    assert (results["opaque"]["pieces"], results["opaque"]["unique_pieces"]) == (9, 3)
+    assert results["opaque"]["inductor_compiles"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile-stats", "--mode", "fast"], "invalid choice: 'fast'"),
+        (["compile-stats", "--model", "gpt"], "invalid choice: 'gpt'"),
+        (["compile-stats", "--impl", "json", "--layers", "2"], "missing attribute 'LayerName'"),
+    ],
+)
+def test_cli_bad_input_exits_non_zero(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+SIMULATE_NO_HOIST = """
+    import torch._library.opaque_object as oo
+    original = oo.register_opaque_type
+    def register_opaque_type(cls, *, typ, **options):  # no hoist= parameter, as in torch 2.10
+        return original(cls, typ=typ, **options)
+    oo.register_opaque_type = register_opaque_type
+    import torch, json
+    from pytest_layername.cli import probe
+    from pytest_layername.measure import measure_compile
+    stats = measure_compile("decoder", 4, "auto_mode_placeholder", compiler="eager").stats
+    print(json.dumps({**probe(), "unique": stats.unique_pieces, "pieces": stats.pieces}))
+"""
+
+
+def test_package_works_on_a_torch_without_hoist() -> None:
+    """In a fresh process whose torch lacks ``hoist=``: import works, auto is string, the string path runs."""
+    code = textwrap.dedent(SIMULATE_NO_HOIST).replace(
+        '"auto_mode_placeholder"', '__import__("pytest_layername.modes").modes.auto_mode()'
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["opaque_supported"] is False and "hoist=" in info["opaque_reason"]
+    assert info["auto_mode"] == "string"
+    assert info["pieces"] == info["unique"] == 5

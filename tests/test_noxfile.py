@@ -1,0 +1,118 @@
+"""The noxfile: one session per matrix cell, selection by name/tag/keyword, skips that the gate sees."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_layername.matrix import load_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+MATRIX = load_matrix(ROOT / "matrix.toml")
+NOX = [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py")]
+GATE = [sys.executable, "-m", "pytest_layername", "gate", "--matrix", str(ROOT / "matrix.toml")]
+
+
+def nox(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NOX, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def selected(listing: str) -> list[str]:
+    """Session names ``nox -l`` marks as selected (``* name ...``)."""
+    return [line[2:].split(" ")[0] for line in listing.splitlines() if line.startswith("* ")]
+
+
+def test_one_session_per_cell_and_the_fixed_sessions():
+    done = nox("-l")
+    assert done.returncode == 0, done.stderr
+    listed = {line[2:].split(" ")[0] for line in done.stdout.splitlines() if line[:2] in ("* ", "- ")}
+    assert {f"matrix({c.name})" for c in MATRIX.cells} | {"tests", "lint", "bench", "gate"} == listed
+
+
+@pytest.mark.parametrize("tier", sorted({c.tier for c in MATRIX.cells}))
+def test_tags_select_a_tier(tier):
+    done = nox("-l", "-t", tier)
+    assert selected(done.stdout) == [f"matrix({c.name})" for c in MATRIX.select([tier])]
+
+
+def test_session_and_keyword_selection():
+    cell = MATRIX.cells[0]
+    assert selected(nox("-l", "-s", f"matrix({cell.name})").stdout) == [f"matrix({cell.name})"]
+    assert selected(nox("-l", "-k", cell.keyword).stdout) == [f"matrix({cell.name})"]
+
+
+def test_invalid_matrix_stops_nox_naming_the_problem(tmp_path):
+    bad = tmp_path / "matrix.toml"
+    bad.write_text('[cells.c1]\ntorch = "==2.10.0"\nexpected_mode = "opaque"\n', encoding="utf-8")
+    done = nox("-l", env={"LAYERNAME_MATRIX": str(bad)})
+    assert done.returncode != 0
+    assert f"{bad}: cell 'c1': missing required field 'device'" in done.stdout + done.stderr
+
+
+def _no_gpu_path(tmp_path: Path) -> str:
+    """PATH with a leading nvidia-smi that finds no GPU, as on a machine with a driver but no device."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'No devices were found'\nexit 6\n", encoding="utf-8")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_cuda_cell_without_gpu_skips_and_the_gate_sees_a_skip(tmp_path):
+    cell = MATRIX.select(["gpu"])[0]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    stale = cell.report_path(reports)
+    stale.write_text('{"stale": true}', encoding="utf-8")
+    env = {"LAYERNAME_REPORTS_DIR": str(reports), "PATH": _no_gpu_path(tmp_path)}
+    done = nox("--envdir", str(tmp_path / "envs"), "-s", f"matrix({cell.name})", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"Session matrix({cell.name}) skipped: {cell.name}: no cuda: nvidia-smi -L lists no GPU" in done.stderr
+    assert not stale.exists(), "a stale report must not survive a cell that did not run"
+    assert cell.skip_marker_path(reports).is_file()
+
+    gate = subprocess.run(
+        [*GATE, str(reports), "--cell", cell.name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gate.returncode == 1
+    assert "FAIL: skipped (no cuda: nvidia-smi -L lists no GPU (exit 6)" in gate.stdout
+
+
+@pytest.mark.slow
+def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
+    """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
+    import torch
+
+    version = torch.__version__.split("+")[0]
+    from pytest_layername.modes import auto_mode
+
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        f'[cells.here]\ntorch = "=={version}"\nexpected_mode = "{auto_mode()}"\ndevice = "cpu"\ntier = "t"\n'
+        'pytest_args = ["-k", "test_schema_takes_opaque_or_str"]\nbudgets = { max_failed = 0 }\n',
+        encoding="utf-8",
+    )
+    reports = tmp_path / "reports"
+    env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
+    done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"here: detected mode {auto_mode()} as expected" in done.stderr
+    assert (reports / "here.json").is_file() and (reports / "here.xml").is_file()
+    assert "gate: PASS (1/1 required cells passed)" in done.stdout + done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,11 +96,16 @@ def _is_opaque_annotation(annotation: Any, opaque_types: Sequence[type]) -> bool
 
 def check_opaque_defaults(fn: Callable[..., Any], op_name: str, opaque_types: Sequence[type] = ()) -> None:
     """Raise :class:`OpaqueDefaultError` if a parameter of ``fn`` typed as an opaque type has a default."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable string annotations: fall back to what the signature holds
+        hints = {}
     for parameter in inspect.signature(fn).parameters.values():
         if parameter.default is inspect.Parameter.empty:
             continue
-        if _is_opaque_annotation(parameter.annotation, opaque_types):
-            annotation = getattr(parameter.annotation, "__qualname__", parameter.annotation)
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if _is_opaque_annotation(annotation, opaque_types):
+            annotation = getattr(annotation, "__qualname__", annotation)
             raise OpaqueDefaultError(
                 f"op {op_name}: parameter {parameter.name!r} has opaque type {annotation} and a default "
                 f"({parameter.default!r}); torch schemas cannot hold opaque defaults (infer_schema raises "

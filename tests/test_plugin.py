@@ -348,3 +348,37 @@ def test_report_is_written_even_when_tests_fail(pytester: pytest.Pytester) -> No
     pytester.runpytest("--layername-report=r.json").assert_outcomes(failed=1)
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["complete"] is True and report["summary"]["failed"] == 1
+
+
+def test_layername_roundtrip_fixture_passes_for_the_reference(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_names(layername_roundtrip):
+            layername_roundtrip(["model.layers.0.self_attn", "décodeur.1", "a'b\\"c", "__import__('os')"])
+        """
+    )
+    mode = "both" if compat.opaque_support().supported else "string"
+    result = pytester.runpytest(f"--layername-mode={mode}", "-v")
+    result.assert_outcomes(passed=2 if mode == "both" else 1)
+
+
+BAD_RESOLVE_IMPL = """
+    from pytest_layername.reference import LayerName, _encode_layer_name
+
+    def _resolve_layer_name(x):
+        return x.value.lower() if isinstance(x, LayerName) else x.lower()
+"""
+
+
+def test_layername_roundtrip_fixture_catches_a_lossy_resolve(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(badimpl=BAD_RESOLVE_IMPL)
+    pytester.syspathinsert()
+    pytester.makepyfile(
+        """
+        def test_names(layername_roundtrip):
+            layername_roundtrip(["model.Layers.0"])
+        """
+    )
+    result = pytester.runpytest("--layername-mode=string", "--layername-impl=badimpl")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*round trip failed for badimpl in string mode*", "*[[]encode[]] 'model.Layers.0'*"])

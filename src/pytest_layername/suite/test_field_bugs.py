@@ -246,8 +246,7 @@ def test_registering_twice_is_harmless(layername_impl, layername_mode, compile_c
 
 DOUBLE_RAW = textwrap.dedent(
     """
-    import itertools
-import json
+    import json
     from torch._library.opaque_object import register_opaque_type, should_hoist
     from pytest_layername.impl import load_implementation
     from pytest_layername.reference import LayerName

@@ -219,8 +219,7 @@ def render_markdown(data: dict[str, Any], png_name: str | None = PNG_NAME) -> st
                     f"{r['model']} {_fmt(r['compile'], '.2f', 'x')} (first run {_fmt(r['first_run'], '.2f', 'x')})"
                     for r in picked
                 ]
-                out.append(f"- measured string/opaque compile time at N={n}: " + "; ".join(parts))
-        out.append("")
+                out += [f"- measured string/opaque compile time at N={n}: " + "; ".join(parts), ""]
 
     out += ["## What it must show", ""]
     out += [f"- {'yes' if ok else '**no**'}: {claim} ({evidence})" for claim, ok, evidence in checks(cells)]

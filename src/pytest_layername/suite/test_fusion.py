@@ -1,0 +1,153 @@
+"""Fusion passes around layer-name ops: one wildcard pattern in opaque mode, one pattern per layer in string mode.
+
+Every count is read from what torch did: patterns registered and matches replaced come from the
+passes' ``PatternMatcherPass`` (via ``fusion_matches``), op counts from the post-grad graphs the
+passes saw, compile counts from ``compile_counter``, and op executions from the op bodies themselves.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_layername.fusion import (
+    AttnQuantFusionPass,
+    QuantDtypeError,
+    RopeKVFusionPass,
+    attention_layer_names,
+    build_fusion_model,
+    fusion_passes,
+    op_calls,
+    quantized_layer_names,
+    rope_layer_names,
+)
+from pytest_layername.fusion.testing import (
+    FUSION_SPLITTING_OPS,
+    MIN_UNIQUE_PIECES,
+    QUANT_TOLERANCE,
+    fast_cpu_inductor,
+)
+from pytest_layername.models import run
+
+FP8, INT8 = torch.float8_e4m3fn, torch.int8
+
+
+def _compile_and_run(compile_counter, model, passes, splitting_ops=()):
+    """Eager unfused output, then the compiled output with ``passes`` installed, and the ops that ran."""
+    x = model.example_input()
+    expected = run(model, model, x)
+    compiled = compile_counter.compile(model, splitting_ops=splitting_ops)
+    with fast_cpu_inductor(), fusion_passes(*passes), op_calls() as calls:
+        actual = run(model, compiled, x)
+    return expected, actual, calls
+
+
+def _ran_for(calls, op: str) -> list[str]:
+    return sorted(layer for (name, layer), count in calls.items() if name == op for _ in range(count))
+
+
+@pytest.mark.parametrize("layers", [1, 4, pytest.param(16, marks=pytest.mark.slow)])
+def test_patterns_and_matches_scale_with_layers(
+    layers, layername_mode, layername_impl, compile_counter, fusion_matches
+):
+    """Opaque: 1 pattern matches all N layers; string: N patterns, one match each. Fused graph, same numerics."""
+    model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8, rope_layers=None)
+    names = attention_layer_names(model)
+    attn = AttnQuantFusionPass(layername_impl, layername_mode, FP8, layer_names=names)
+    rope = RopeKVFusionPass(layername_impl, layername_mode, layer_names=names)
+    expected, actual, calls = _compile_and_run(compile_counter, model, [attn, rope])
+
+    patterns = 1 if layername_mode == "opaque" else layers
+    fusion_matches.expect("attn_quant_fusion", patterns=patterns, matched=layers)
+    fusion_matches.expect("rope_kv_fusion", patterns=patterns, matched=layers)
+    compile_counter.expect(pieces=1, inductor_compiles=1)
+
+    (attn_graph,), (rope_graph,) = attn.graphs, rope.graphs
+    assert attn_graph.before[attn.removed_op] == layers
+    assert attn_graph.after[attn.fused_op] == layers
+    assert attn_graph.after[attn.removed_op] == 0
+    assert attn_graph.after[attn.op_names["attention_with_output"]] == 0
+    assert rope_graph.after[rope.fused_op] == layers
+    assert rope_graph.after[rope.removed_op] == 0
+    assert rope_graph.after[rope.op_names["kv_cache_update"]] == 0
+
+    assert _ran_for(calls, "attention_with_quant_output") == sorted(names)
+    assert _ran_for(calls, "rope_kv_cache_update") == sorted(names)
+    assert calls[("static_scaled_quant", None)] == 0 and calls[("rotary_embedding", None)] == 0
+    torch.testing.assert_close(actual, expected, **QUANT_TOLERANCE[FP8])
+
+
+def test_quantization_is_real(layername_mode, layername_impl):
+    """The static quant changes the model's output (so fusion tests compare quantized numerics), within tolerance."""
+    for dtype in (FP8, INT8):
+        quantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=dtype)
+        unquantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=None)
+        x = quantized.example_input()
+        expected, float_out = run(quantized, quantized, x), run(unquantized, unquantized, x)
+        assert not torch.equal(expected, float_out)
+        torch.testing.assert_close(expected, float_out, **QUANT_TOLERANCE[dtype])
+
+
+def test_layers_the_passes_must_not_fuse_are_left_alone(
+    layername_mode, layername_impl, compile_counter, fusion_matches
+):
+    """int8 pass: no quant after attention, a quant to an unsupported dtype (e5m2), no rope: not fused, counted so."""
+    dtypes = [INT8, None, torch.float8_e5m2, INT8]
+    model = build_fusion_model(4, layername_impl, layername_mode, quant_dtype=dtypes, rope_layers={0, 1})
+    names = attention_layer_names(model)
+    attn = AttnQuantFusionPass(layername_impl, layername_mode, INT8, layer_names=names)
+    rope = RopeKVFusionPass(layername_impl, layername_mode, layer_names=names)
+    expected, actual, calls = _compile_and_run(compile_counter, model, [attn, rope])
+
+    fused_attention, fused_rope = quantized_layer_names(model, INT8), rope_layer_names(model)
+    assert fused_attention == [names[0], names[3]] and fused_rope == [names[0], names[1]]
+    fusion_matches.expect("attn_quant_fusion", matched=2)
+    fusion_matches.expect("rope_kv_fusion", matched=2)
+    if layername_mode == "string":
+        assert fusion_matches.log.matched("attn_quant_fusion", f"attn_quant_fusion[{names[1]}]") == 0
+        assert fusion_matches.log.matched("attn_quant_fusion", f"attn_quant_fusion[{names[2]}]") == 0
+
+    after = attn.graphs[0].after
+    assert after[attn.fused_op] == 2
+    assert after[attn.op_names["attention_with_output"]] == 2  # layers 1 (no quant) and 2 (e5m2)
+    assert after[attn.removed_op] == 1  # the e5m2 quant stays
+    assert rope.graphs[0].after[rope.op_names["kv_cache_update"]] == 2  # layers 2 and 3 (no rope)
+
+    assert _ran_for(calls, "attention_with_quant_output") == sorted(fused_attention)
+    assert _ran_for(calls, "rope_kv_cache_update") == sorted(fused_rope)
+    assert calls[("static_scaled_quant", None)] == 1
+    torch.testing.assert_close(actual, expected, **QUANT_TOLERANCE[INT8])
+
+
+def test_unsupported_fusion_dtype_is_a_clear_error(layername_mode, layername_impl):
+    names = ["model.layers.0.self_attn"]
+    with pytest.raises(QuantDtypeError, match=r"unsupported quantized dtype torch\.float8_e5m2"):
+        AttnQuantFusionPass(layername_impl, layername_mode, torch.float8_e5m2, layer_names=names)
+
+
+def test_piecewise_32_layers_fuses_inside_pieces(layername_mode, layername_impl, compile_counter, fusion_matches):
+    """Split at kv_cache_update so attention+quant sit in compiled pieces: opaque 3 unique pieces, string N+1."""
+    layers = 32
+    model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8)
+    names = attention_layer_names(model)
+    attn = AttnQuantFusionPass(layername_impl, layername_mode, FP8, layer_names=names)
+    expected, actual, calls = _compile_and_run(compile_counter, model, [attn], FUSION_SPLITTING_OPS)
+
+    stats = compile_counter.stats
+    minimum = len({p.masked_digest for p in stats.piece_records})  # distinct pieces once names are masked
+    assert minimum == MIN_UNIQUE_PIECES
+    unique = MIN_UNIQUE_PIECES if layername_mode == "opaque" else layers + 1
+    compile_counter.expect(pieces=layers + 1, unique_pieces=unique, inductor_compiles=unique)
+
+    # Every compiled piece holding attention+quant had it fused (the first piece holds no attention).
+    with_attention = [g for g in attn.graphs if g.before[attn.op_names["attention_with_output"]]]
+    assert len(with_attention) == unique - 1
+    for graph in with_attention:
+        assert graph.matched == 1
+        assert graph.after[attn.fused_op] == 1 and graph.after[attn.removed_op] == 0
+    fusion_matches.expect("attn_quant_fusion", patterns=1 if layername_mode == "opaque" else layers, matched=unique - 1)
+
+    # Every layer's attention ran as the fused op (pieces share artifacts in opaque mode), no unfused quant ran.
+    assert _ran_for(calls, "attention_with_quant_output") == sorted(names)
+    assert calls[("static_scaled_quant", None)] == 0
+    torch.testing.assert_close(actual, expected, **QUANT_TOLERANCE[FP8])

@@ -26,7 +26,8 @@ COUNTER_TEST = """
     def test_decoder(layername_mode, layername_impl, compile_counter):
         model = build_model("decoder", 4, layername_impl, layername_mode)
         x = model.example_input()
-        torch.testing.assert_close(run(model, compile_counter.compile(model, compiler="eager"), x), run(model, model, x))
+        compiled = compile_counter.compile(model, compiler="eager")
+        torch.testing.assert_close(run(model, compiled, x), run(model, model, x))
         compile_counter.expect(pieces=5, unique_pieces=3 if layername_mode == "opaque" else 5, recompiles=0)
 """
 
@@ -289,7 +290,8 @@ def test_header_names_torch_mode_impl_device(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--layername-mode=both")
     result.stdout.fnmatch_lines(
         [
-            f"layername: torch {torch.__version__}, opaque *, mode both -> opaque,string, impl pytest_layername.reference, device *"
+            f"layername: torch {torch.__version__}, opaque *, mode both -> opaque,string, "
+            "impl pytest_layername.reference, device *"
         ]
     )
 

@@ -77,7 +77,7 @@ class _Renderer:
         if isinstance(value, dict):
             return "{" + ",".join(f"{k}:{self.arg(v, op, f'{argument}.{k}')}" for k, v in value.items()) + "}"
         if isinstance(value, slice):
-            return f"slice({self.arg(value.start, op, argument)},{self.arg(value.stop, op, argument)},{self.arg(value.step, op, argument)})"
+            return f"slice{self.arg((value.start, value.stop, value.step), op, argument)}"
         if isinstance(value, str):
             self.baked.append(BakedString(op, argument, value))
             return "str:<masked>" if self.mask_strings else f"str:{value!r}"

@@ -2,8 +2,10 @@
 
 A :class:`LayerNameFusionPass` owns one ``PatternMatcherPass``. In opaque mode it registers ONE
 pattern whose ``layer_name`` is an explicit pattern input (a ``KeywordArg`` wildcard that matches the
-hoisted ``LayerName`` placeholder of every layer); in string mode the name is a constant in the
-traced pattern, so it registers one pattern per layer name. Patterns are traced on fake tensors.
+hoisted ``LayerName`` placeholder of every layer); in string mode it registers one pattern per layer
+name with the name as a closure constant: tracing a pattern bakes a ``str`` example input into the
+pattern as a constant (it cannot be a wildcard), so a per-layer pattern is all string mode can do.
+Patterns are traced on fake tensors; the opaque example input stays a real ``LayerName``.
 Counts reported to :mod:`pytest_layername.fusion_log` are what the pattern matcher did: the number
 ``PatternMatcherPass.apply`` returns, attributed to patterns by the ``extra_check`` that accepted them.
 """

@@ -208,8 +208,10 @@ def test_fusion_passes_keeps_an_already_configured_post_grad_pass():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_inductor_fuses_only_what_it_should(mode):
-    """Layers: fp8 quant + rope, no quant, int8 quant. The fp8 pass fuses layer 0 only; rope fuses layer 0."""
-    model = build_fusion_model(3, IMPL, mode, quant_dtype=[FP8, None, INT8], rope_layers={0})
+    """Layers: fp8 + rope, no quant, int8, fp8 with a per-token scale. Only layer 0 is fused (attn+quant, rope)."""
+    model = build_fusion_model(4, IMPL, mode, quant_dtype=[FP8, None, INT8, FP8], rope_layers={0})
+    per_token = model.layers[3].mixer
+    per_token.quant_scale = per_token.quant_scale.expand(model.tokens, 1, 1).clone()  # not per-tensor
     names = attention_layer_names(model)
     x = model.example_input()
     expected = run(model, model, x)
@@ -226,8 +228,33 @@ def test_inductor_fuses_only_what_it_should(mode):
     assert log.matched("attn_quant_fusion", f"attn_quant_fusion[{'*' if mode == 'opaque' else names[0]}]") == 1
     assert log.matched("rope_kv_fusion") == 1
     (graph,) = attn.graphs
-    assert graph.before[attn.removed_op] == 2 and graph.after[attn.removed_op] == 1  # the int8 quant stays
+    assert graph.before[attn.removed_op] == 3 and graph.after[attn.removed_op] == 2  # int8 and per-token stay
     assert graph.after[attn.fused_op] == 1
-    assert calls[("attention_with_quant_output", names[0])] == 1 and calls[("static_scaled_quant", None)] == 1
+    assert calls[("attention_with_quant_output", names[0])] == 1 and calls[("static_scaled_quant", None)] == 2
     assert calls[("rope_kv_cache_update", names[0])] == 1 and calls[("rotary_embedding", None)] == 0
     torch.testing.assert_close(actual, expected, **QUANT_TOLERANCE[FP8])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_inductor_cache_reuses_fused_artifacts_and_tracks_the_pass_config(mode):
+    """Same pass config: a cache hit still runs the fused op. Another config (int8): a miss, compiled anew."""
+    model = build_fusion_model(1, IMPL, mode, quant_dtype=FP8)
+    names, x = attention_layer_names(model), model.example_input()
+    passes, calls, hits = [], [], []
+    with compile_session() as session:  # one fresh inductor cache for the three compiles
+        for dtype in (FP8, FP8, INT8):
+            torch._dynamo.reset()
+            before = session.stats
+            passes.append(AttnQuantFusionPass(IMPL, mode, dtype, layer_names=names))
+            with fast_cpu_inductor(), fusion_passes(passes[-1]), op_calls() as ran:
+                run(model, torch.compile(model, backend="inductor", fullgraph=True), x)
+            after = session.stats
+            calls.append(ran)
+            hits.append(
+                after.fx_graph_cache_hits + after.aot_autograd_cache_hits
+                > before.fx_graph_cache_hits + before.aot_autograd_cache_hits
+            )
+    assert hits == [False, True, False]
+    assert [[g.matched for g in p.graphs] for p in passes] == [[1], [], [0]]  # a cache hit runs no pass
+    assert calls[0] == calls[1] == {("attention_with_quant_output", names[0]): 1}
+    assert calls[2] == {("static_scaled_quant", None): 1}

@@ -45,7 +45,7 @@ class AttnQuantFusionPass(LayerNameFusionPass):
     def accepts(self, match: Match) -> bool:
         """Only quantization to the pass's dtype with a single (per-tensor) scale."""
         quantized = match.output_node().meta.get("val")
-        scale = match.kwargs["scale"].meta.get("val")
+        scale = getattr(match.kwargs["scale"], "meta", {}).get("val")
         return (
             isinstance(quantized, torch.Tensor)
             and quantized.dtype == self.quant_dtype

@@ -125,9 +125,9 @@ def test_unsupported_fusion_dtype_is_a_clear_error(layername_mode, layername_imp
         AttnQuantFusionPass(layername_impl, layername_mode, torch.float8_e5m2, layer_names=names)
 
 
-def test_piecewise_32_layers_fuses_inside_pieces(layername_mode, layername_impl, compile_counter, fusion_matches):
+@pytest.mark.parametrize("layers", [8, pytest.param(32, marks=pytest.mark.slow)])
+def test_piecewise_fuses_inside_pieces(layers, layername_mode, layername_impl, compile_counter, fusion_matches):
     """Split at kv_cache_update so attention+quant sit in compiled pieces: opaque 3 unique pieces, string N+1."""
-    layers = 32
     model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8)
     names = attention_layer_names(model)
     attn = AttnQuantFusionPass(layername_impl, layername_mode, FP8, layer_names=names)

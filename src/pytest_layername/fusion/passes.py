@@ -13,6 +13,7 @@ Counts reported to :mod:`pytest_layername.fusion_log` are what the pattern match
 from __future__ import annotations
 
 import contextlib
+import inspect
 import pathlib
 from abc import abstractmethod
 from collections import Counter
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import fx
 from torch._higher_order_ops.auto_functionalize import auto_functionalized
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_custom_graph_passes, get_hash_for_files
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.pattern_matcher import Match, PatternMatcherPass, fwd_only, register_replacement
 from torch._subclasses import FakeTensorMode
 
@@ -33,6 +34,8 @@ from ..impl import Implementation
 from ..modes import Mode
 from .quant_ops import FusionOpSet, get_fusion_ops, op_names
 
+#: torch >= 2.11's register_replacement takes a pattern_name (a debug label); torch 2.10's does not.
+_NAMES_PATTERNS = "pattern_name" in inspect.signature(register_replacement).parameters
 _SOURCES = tuple(str(p) for p in sorted(pathlib.Path(__file__).parent.glob("*.py")))
 WILDCARD = "*"
 
@@ -131,7 +134,7 @@ class LayerNameFusionPass(CustomGraphPass):
             fwd_only,
             self.matcher,
             extra_check=extra_check,
-            pattern_name=pattern_name,
+            **({"pattern_name": pattern_name} if _NAMES_PATTERNS else {}),
         )
         if not registered:
             raise FusionError(f"{pattern_name}: the pattern matcher rejected the pattern as a duplicate")
@@ -198,7 +201,8 @@ def fusion_passes(*passes: LayerNameFusionPass) -> Iterator[FusionPasses]:
         raise FusionError("fusion_passes() needs at least one pass")
     from torch._inductor import config
 
-    existing = get_custom_graph_passes(config.post_grad_custom_post_pass)
+    configured = config.post_grad_custom_post_pass  # None, one pass, or (newer torch) a sequence of passes
+    existing = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
     combined = FusionPasses([*existing, *passes])
     with config.patch(post_grad_custom_post_pass=combined, enable_auto_functionalized_v2=False):
         yield combined

@@ -252,20 +252,21 @@ def suite_available() -> bool:
 
 def time_suite(workers: int | None, timeout: float = 1800) -> dict[str, Any]:
     """Wall time of the plugin's suite, serial (``workers=None``) or with ``-n workers``."""
-    command = [sys.executable, "-m", "pytest", *SUITE_ARGS]
-    if workers:
-        command += ["-n", str(workers)]
+    args = [*SUITE_ARGS, *(["-n", str(workers)] if workers else [])]
+    shown = "python -m pytest " + shlex.join(args)
     with tempfile.TemporaryDirectory(prefix="layername-suite-") as tmp:
         start = time.perf_counter()
         try:
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp, check=False)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", *args], capture_output=True, text=True, timeout=timeout, cwd=tmp
+            )
         except subprocess.TimeoutExpired:
-            return {"workers": workers, "command": shlex.join(command), "timed_out": True, "seconds": timeout}
+            return {"workers": workers, "command": shown, "timed_out": True, "seconds": timeout}
         seconds = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return {
         "workers": workers,
-        "command": "python -m pytest " + shlex.join([*SUITE_ARGS, *(["-n", str(workers)] if workers else [])]),
+        "command": shown,
         "returncode": proc.returncode,
         "seconds": seconds,
         "summary": lines[-1] if lines else "",
@@ -280,7 +281,8 @@ def run_suite_timing(timeout: float = 1800) -> dict[str, Any]:
     runs = []
     for workers in (2, None):
         print(f"bench: timing the suite with {'-n 2' if workers else 'no xdist'}...", file=sys.stderr, flush=True)
-        runs.append(time_suite(workers, timeout))
+        load = load_average()
+        runs.append({**time_suite(workers, timeout), "load_before": load})
     return {"available": True, "runs": runs}
 
 
@@ -318,7 +320,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--suite", action=argparse.BooleanOptionalAction, default=True, help="time the suite, -n 2 vs serial"
     )
-    p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell process")
+    p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell and per warm-up")
     p.add_argument("--suite-timeout", type=float, default=1800, help="seconds per suite run")
     p.add_argument("--from-json", type=Path, help="re-render the report from a saved benchmarks.json, run nothing")
     p.add_argument("--note", default="", help="free text for the report (e.g. what else ran on the machine)")
@@ -374,6 +376,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "device": args.device,
             "cells": cells,
             "suite": suite,
+            "total_seconds": time.perf_counter() - wall,
         }
     paths = write_outputs(data, args.out_dir)
     for path in paths:

@@ -314,6 +314,9 @@ def plot(data: dict[str, Any], path: Path) -> Path:
                 if ns:
                     ax.plot(ns, [by[(model, n, mode)][field] for n in ns], styles[mode], label=f"{model} {mode}")
         ax.set_xscale("log", base=2)
+        ticks = sorted({c["layers"] for c in cells})
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("layers N")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)

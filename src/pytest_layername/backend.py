@@ -38,8 +38,11 @@ def inner_compile(compiler: str, gm: fx.GraphModule, example_inputs: Sequence[An
         return compile_fx(gm, list(example_inputs))
     if compiler == "aot_eager":
         from torch._dynamo.backends.debugging import aot_eager
+        from torch._inductor.compile_fx import graph_returns_tuple, make_graph_return_tuple
 
-        return aot_eager(gm, list(example_inputs))
+        if graph_returns_tuple(gm):  # aot_autograd needs a tuple output; a piece may return one tensor
+            return aot_eager(gm, list(example_inputs))
+        return make_graph_return_tuple(gm, list(example_inputs), aot_eager)
     if compiler == "eager":
         return gm.forward
     raise BackendError(f"unknown inner compiler {compiler!r}; choose one of: {', '.join(INNER_COMPILERS)}")

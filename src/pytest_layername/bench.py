@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .backend import INNER_COMPILERS
 from .impl import REFERENCE_IMPL, load_implementation
-from .measure import check_device
+from .measure import check_device, warm_up_compiler
 from .models import MODEL_NAMES, build_model, run
 from .modes import MODES, REQUESTABLE, resolve_modes
 from .stats import compile_session
@@ -49,10 +48,6 @@ class BenchError(RuntimeError):
     """A benchmark cell or suite run that failed."""
 
 
-def _warmup_fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return F.gelu(F.layer_norm(x, x.shape[-1:]) @ w) + x.sin()
-
-
 def warm_up(compiler: str, models: Sequence[str] = (), mode: str = "string", impl: str = REFERENCE_IMPL) -> float:
     """Pay one-time start-up before anything is timed; its seconds.
 
@@ -61,9 +56,7 @@ def warm_up(compiler: str, models: Sequence[str] = (), mode: str = "string", imp
     inner compiler, so the layer-name ops are traced once but nothing of the models is compiled.
     """
     start = time.perf_counter()
-    with compile_session():
-        fn = torch.compile(_warmup_fn, backend=compiler)
-        fn(torch.randn(8, 16), torch.randn(16, 16))
+    warm_up_compiler(compiler)
     for model in models:
         measure_cell(model, 1, mode, compiler="eager", impl=impl)
     return time.perf_counter() - start

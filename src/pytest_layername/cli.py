@@ -13,7 +13,7 @@ import torch
 from .backend import INNER_COMPILERS, BackendError
 from .compat import opaque_support
 from .impl import REFERENCE_IMPL, ImplementationError, load_implementation
-from .measure import DeviceError, default_device, measure_compile
+from .measure import DeviceError, default_device, measure_compile, warm_up_compiler
 from .models import MODEL_NAMES, ModelError
 from .modes import REQUESTABLE, ModeError, auto_mode, resolve_modes
 
@@ -44,8 +44,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_compile_stats(args: argparse.Namespace) -> int:
     impl = load_implementation(args.impl)
+    modes = resolve_modes(args.mode)
+    if args.compiler != "eager":
+        seconds = warm_up_compiler(args.compiler)
+        print(f"warmed up {args.compiler} in {seconds:.1f} s (not counted below)", file=sys.stderr)
     results = []
-    for mode in resolve_modes(args.mode):
+    for mode in modes:
         print(f"compiling {args.model} x{args.layers} in {mode} mode with {args.compiler}...", file=sys.stderr)
         results.append(
             measure_compile(args.model, args.layers, mode, impl=impl, compiler=args.compiler, device=args.device)

@@ -7,6 +7,8 @@ counts from :mod:`.stats`, fusion counts from :mod:`.fusion_log`, the report fro
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from .reporting import ReportCollector, register_xdist_hooks
 from .stats import CompileSession, CompileStats, compile_session
 
 ENV_MODE = "LAYERNAME_MODE"
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 MARKERS = (
     "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
     "requires_opaque: skip unless this torch and implementation support hoisted LayerName inputs",
@@ -92,11 +95,30 @@ def pytest_configure(config: pytest.Config) -> None:
     if requested == "opaque" and (reason := impl.opaque_unavailable_reason()):
         raise pytest.UsageError(f"layername: mode 'opaque' is unavailable with {impl.module_name}: {reason}")
     config.stash[CONFIG_KEY] = LayernameConfig(requested, modes, impl)
+    _isolate_inductor_cache(config)
     report_path = config.getoption("layername_report")
     if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
         collector = ReportCollector(config, report_path, run_info=_run_info(config.stash[CONFIG_KEY]))
         config.pluginmanager.register(collector, "layername-report")
         register_xdist_hooks(config, collector)
+
+
+def _isolate_inductor_cache(config: pytest.Config) -> None:
+    """Give the run its own inductor/AOT cache dir (xdist workers inherit it) unless the user chose one.
+
+    Tests then neither read artifacts that earlier runs left in the machine-wide cache (built with other
+    inductor settings) nor leave their own there. ``compile_counter`` isolates each test further.
+    """
+    if os.environ.get(CACHE_ENV):
+        return
+    cache_dir = tempfile.mkdtemp(prefix="layername-inductor-")
+    os.environ[CACHE_ENV] = cache_dir
+
+    def cleanup() -> None:
+        os.environ.pop(CACHE_ENV, None)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+    config.add_cleanup(cleanup)
 
 
 def _run_info(cfg: LayernameConfig) -> dict[str, Any]:

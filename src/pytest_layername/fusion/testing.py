@@ -28,8 +28,14 @@ QUANT_TOLERANCE: dict[torch.dtype, dict[str, float]] = {
 }
 
 #: Inductor settings that only make CPU test compiles cheaper: scalar C++ (no vector-ISA probe and
-#: smaller kernels) and in-process compilation (no worker pool on a 2-core machine).
-FAST_CPU_INDUCTOR: dict[str, Any] = {"cpp.vec_isa_ok": False, "compile_threads": 1}
+#: smaller kernels) and in-process compilation (no worker pool on a 2-core machine). No precompiled
+#: headers: inductor keeps them machine-wide, keyed without the vec-ISA choice, so a header built under
+#: this setting (no at::vec) would break a later vectorized compile in the same process.
+FAST_CPU_INDUCTOR: dict[str, Any] = {
+    "cpp.vec_isa_ok": False,
+    "compile_threads": 1,
+    "cpp_cache_precompile_headers": False,
+}
 
 
 @contextlib.contextmanager

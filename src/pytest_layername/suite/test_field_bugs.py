@@ -74,7 +74,7 @@ def _strided_op(impl: Implementation, mode: Mode):
     return _OPS[key]
 
 
-def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(layername_impl, layername_mode):
+def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(layername_impl, layername_mode, compile_counter):
     """torch 2.11: inductor called ``.stride()`` on the opaque argument of a ``needs_fixed_stride_order`` op."""
     op = _strided_op(layername_impl, layername_mode)
 
@@ -84,9 +84,8 @@ def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(layername
         return x
 
     x = torch.randn(4, 6)
-    torch._dynamo.reset()
     _received.clear()
-    actual = torch.compile(layers, backend="inductor", fullgraph=True)(x)
+    actual = torch.compile(layers, backend="inductor", fullgraph=True)(x)  # compile_counter: fresh Dynamo + cache
     assert _received == NAMES
     torch.testing.assert_close(actual, layers(x))
 

@@ -75,9 +75,6 @@ class Implementation:
         """The implementation's ``_resolve_layer_name``."""
         return self.resolve_layer_name(layer_name)
 
-    def describe(self) -> dict[str, object]:
-        return {"module": self.module_name, "enabled": self.enabled, "hoisted": self.hoisted}
-
 
 def validate_module(module: ModuleType) -> Implementation:
     """Build an :class:`Implementation` from ``module`` or raise naming everything that is missing."""

@@ -305,6 +305,7 @@ def test_json_report_has_both_modes_and_metadata(pytester: pytest.Pytester) -> N
     run = report["run"]
     assert run["torch"] == torch.__version__ and run["modes"] == ["opaque", "string"]
     assert run["requested_mode"] == "both" and run["start"] and run["end"]
+    assert run["impl_enabled"] is compat.opaque_support().supported  # the reference wraps names by default
     assert {t["mode"] for t in report["tests"]} == {"opaque", "string"}
     by_mode = {t["mode"]: t for t in report["tests"]}
     assert by_mode["opaque"]["stats"]["unique_pieces"] == 3

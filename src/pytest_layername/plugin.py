@@ -126,6 +126,7 @@ def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
         **opaque_support().as_dict(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "impl": cfg.impl.module_name,
+        "impl_enabled": cfg.impl.enabled,
         "requested_mode": cfg.requested_mode,
         "modes": list(cfg.modes),
         "detected_mode": auto_mode(),

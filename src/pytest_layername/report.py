@@ -6,7 +6,7 @@ Layout (``schema_version`` 1)::
       "schema_version": 1,
       "complete": true,                 # false when a worker crashed or the run was interrupted
       "incomplete_reason": null,
-      "run": {"torch": ..., "python": ..., "platform": ..., "device": ..., "impl": ...,
+      "run": {"torch": ..., "python": ..., "platform": ..., "device": ..., "impl": ..., "impl_enabled": true,
               "requested_mode": "both", "modes": ["opaque", "string"], "detected_mode": "opaque",
               "opaque_supported": true, "opaque_reason": null, "workers": 2,
               "start": "<iso8601>", "end": "<iso8601>"},

@@ -32,10 +32,9 @@ import torch
 
 from .backend import INNER_COMPILERS
 from .impl import REFERENCE_IMPL, load_implementation
-from .measure import check_device, warm_up_compiler
-from .models import MODEL_NAMES, build_model, run
+from .measure import check_device, measure_compile, warm_up_compiler
+from .models import MODEL_NAMES
 from .modes import MODES, REQUESTABLE, resolve_modes
-from .stats import compile_session
 
 DEFAULT_MODELS = ("decoder", "moe")
 DEFAULT_LAYERS = (4, 8, 16, 32, 64)
@@ -66,32 +65,25 @@ def measure_cell(
     model: str, layers: int, mode: str, *, compiler: str = "inductor", device: str = "cpu", impl: str = REFERENCE_IMPL
 ) -> dict[str, Any]:
     """Compile one model cold in this process and return what it took (counts, seconds, harness seconds)."""
-    implementation = load_implementation(impl)
-    net = build_model(model, layers, implementation, mode, device=check_device(device))  # type: ignore[arg-type]
-    x = net.example_input()
-    expected = run(net, net, x)
-    with compile_session() as session:
-        backend = session.backend(compiler)
-        compiled = torch.compile(net, backend=backend)
-        start = time.perf_counter()
-        actual = run(net, compiled, x)
-        first_run = time.perf_counter() - start
-        start = time.perf_counter()
-        stats = session.stats
-        stats_seconds = time.perf_counter() - start
-    torch.testing.assert_close(actual, expected)
-    harness = {**backend.harness_seconds, "stats": stats_seconds}
+    measured = measure_compile(
+        model,
+        layers,
+        mode,
+        impl=load_implementation(impl),
+        compiler=compiler,
+        device=device,  # type: ignore[arg-type]
+    )
     return {
         "model": model,
         "layers": layers,
         "mode": mode,
         "compiler": compiler,
         "device": device,
-        **stats.counts(),
-        "compile_seconds": stats.compile_seconds,
-        "first_run_seconds": first_run,
-        "harness_seconds": harness,
-        "max_abs_error": (actual - expected).abs().max().item(),
+        **measured.stats.counts(),
+        "compile_seconds": measured.stats.compile_seconds,
+        "first_run_seconds": measured.first_run_seconds,
+        "harness_seconds": measured.harness_seconds,
+        "max_abs_error": measured.max_abs_error,
     }
 
 

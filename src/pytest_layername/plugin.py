@@ -20,6 +20,7 @@ from .compat import opaque_support
 from .expectations import expect_counts
 from .fusion_log import FusionLog, fusion_log
 from .impl import REFERENCE_IMPL, Implementation, ImplementationError, load_implementation
+from .measure import default_device
 from .modes import REQUESTABLE, Mode, ModeError, auto_mode, resolve_modes
 from .reporting import ReportCollector, register_xdist_hooks
 from .stats import CompileSession, CompileStats, compile_session
@@ -48,7 +49,7 @@ class LayernameConfig:
     def header(self) -> str:
         support = opaque_support()
         opaque = "supported" if support.supported else f"unsupported ({support.reason})"
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device()
         return (
             f"layername: torch {torch.__version__}, opaque {opaque}, mode {self.requested_mode} -> "
             f"{','.join(self.modes)}, impl {self.impl.module_name}, device {device}"
@@ -124,7 +125,7 @@ def _isolate_inductor_cache(config: pytest.Config) -> None:
 def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
     return {
         **opaque_support().as_dict(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": default_device(),
         "impl": cfg.impl.module_name,
         "impl_enabled": cfg.impl.enabled,
         "requested_mode": cfg.requested_mode,

@@ -14,7 +14,7 @@ import torch
 import fixtures_broken_ops as broken
 from pytest_layername.audit import AuditError, audit_graph, audit_namespace
 from pytest_layername.cli import main
-from pytest_layername.graph_hash import baked_strings
+from pytest_layername.graph_hash import baked_constants
 from pytest_layername.impl import load_implementation
 from pytest_layername.models import build_model
 from pytest_layername.ops import get_ops
@@ -129,10 +129,10 @@ def test_compile_counter_explanation_uses_the_same_strings():
         torch._dynamo.reset()
         torch.compile(model, backend=capture)(model.example_input())
         stats = session.stats
-    explained = {b.value for p in stats.unique_because_of_strings() for b in p.baked_strings}
+    explained = {b.value for p in stats.unique_because_of_constants() for b in p.baked}
     audited = {v for site in audit_graph(graphs[0]) for v in site.values}
     assert explained and explained <= audited
-    assert audited == {b.value for b in baked_strings(graphs[0])}
+    assert audited == {b.value for b in baked_constants(graphs[0])}
 
 
 def test_audit_error_is_a_value_error():

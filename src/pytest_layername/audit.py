@@ -3,7 +3,8 @@
 ``layername audit --namespace NS`` reads the registered schemas of a ``torch.library`` namespace;
 ``layername audit --model MODULE:FACTORY`` (or a reference model name) compiles the model and lists,
 per op, the call sites where a string constant is baked into the graph. Graph inspection is
-:func:`.graph_hash.baked_strings`, the code ``compile_counter`` uses to explain unique pieces.
+:func:`.graph_hash.baked_constants` (strings and opaque objects baked as constants), the code
+``compile_counter`` uses to explain unique pieces.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from .graph_hash import BakedString, baked_strings
+from .graph_hash import BakedConstant, baked_constants
 
 #: Argument names that hold a layer name in inference engines (``layer_name``, ``prefix``, ``layer_prefix``...).
 LAYER_NAME_ARGUMENT = re.compile(r"layer|prefix", re.IGNORECASE)
@@ -96,30 +97,33 @@ class BakedCallSites:
 
     op: str
     argument: str
+    kind: str = "str"  # "str", or "opaque" for an opaque object Dynamo baked in (its type is not hoisted)
     values: list[str] = field(default_factory=list)
 
     @property
     def layer_name_like(self) -> bool:
-        return bool(LAYER_NAME_ARGUMENT.search(self.argument))
+        """Named like a layer name, or an opaque object baked in (which only an unhoisted type can be)."""
+        return self.kind == "opaque" or bool(LAYER_NAME_ARGUMENT.search(self.argument))
 
     def __str__(self) -> str:
-        shown = ", ".join(repr(v) for v in self.values[:4]) + (", ..." if len(self.values) > 4 else "")
-        return f"{self.op}({self.argument}=<str>): {len(self.values)} call site(s) baked into the graph: {shown}"
+        render = repr if self.kind == "str" else str
+        shown = ", ".join(render(v) for v in self.values[:4]) + (", ..." if len(self.values) > 4 else "")
+        what = "<str>" if self.kind == "str" else "<opaque constant>"
+        return f"{self.op}({self.argument}={what}): {len(self.values)} call site(s) baked into the graph: {shown}"
 
 
-def group_call_sites(strings: Iterable[BakedString]) -> list[BakedCallSites]:
-    """Group baked strings per (op, argument), keeping call-site order."""
-    groups: dict[tuple[str, str], BakedCallSites] = {}
-    for baked in strings:
-        groups.setdefault((baked.op, baked.argument), BakedCallSites(baked.op, baked.argument)).values.append(
-            baked.value
-        )
+def group_call_sites(constants: Iterable[BakedConstant]) -> list[BakedCallSites]:
+    """Group baked constants per (op, argument, kind), keeping call-site order."""
+    groups: dict[tuple[str, str, str], BakedCallSites] = {}
+    for baked in constants:
+        key = (baked.op, baked.argument, baked.kind)
+        groups.setdefault(key, BakedCallSites(baked.op, baked.argument, baked.kind)).values.append(baked.value)
     return list(groups.values())
 
 
 def audit_graph(gm: fx.GraphModule) -> list[BakedCallSites]:
-    """Per op, the call sites of ``gm`` where a string constant is baked into the graph."""
-    return group_call_sites(baked_strings(gm))
+    """Per op, the call sites of ``gm`` where a string or opaque constant is baked into the graph."""
+    return group_call_sites(baked_constants(gm))
 
 
 @dataclass
@@ -157,7 +161,7 @@ def audit_callable(fn: Callable[..., Any], args: Sequence[Any], label: str = "mo
             torch.compile(fn, backend=capture)(*args)
     finally:
         torch._dynamo.reset()
-    return ModelAudit(label, len(graphs), group_call_sites(b for gm in graphs for b in baked_strings(gm)))
+    return ModelAudit(label, len(graphs), group_call_sites(b for gm in graphs for b in baked_constants(gm)))
 
 
 def load_factory(spec: str) -> Any:

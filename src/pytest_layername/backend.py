@@ -1,12 +1,17 @@
-"""A piecewise ``torch.compile`` backend that compiles each structurally unique piece once.
+"""A piecewise ``torch.compile`` backend: torch's caches decide which pieces share an artifact.
 
-The Dynamo graph is split at the splitting ops (attention by default, as inference engines do);
-the splitting ops run eagerly and every other piece is hashed (:mod:`.graph_hash`). The first piece
-of each hash is compiled with the inner compiler and its artifact serves every identical piece.
+The Dynamo graph is split at the splitting ops (attention by default, as inference engines do); the
+splitting ops run eagerly. With the ``inductor`` inner compiler every other piece goes through
+``compile_fx`` with the FX-graph and AOT-autograd caches on (as an inference engine's piecewise backend
+does), so torch decides reuse: a piece is compiled on an FX-graph-cache miss and reuses an artifact on a
+hit. Every piece is also hashed (:mod:`.graph_hash`) to explain *why* it is unique; a piece where the hash
+and torch disagree is recorded as a disagreement. ``eager`` and ``aot_eager`` have no cache of their own:
+there the hash decides, and the first piece of each hash is compiled for all identical ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +23,7 @@ from torch._guards import detect_fake_mode
 from torch.fx.passes.split_module import split_module
 
 from .graph_hash import graph_signature, target_name
-from .stats import CompileSession, PieceRecord
+from .stats import CacheCounts, CompileSession, PieceRecord
 
 CompiledFn = Callable[..., Any]
 INNER_COMPILERS = ("inductor", "aot_eager", "eager")
@@ -30,12 +35,28 @@ class BackendError(ValueError):
     """Bad backend configuration."""
 
 
+def _caches_on() -> contextlib.ExitStack:
+    """Turn inductor's FX-graph cache and the AOT-autograd cache on (whatever the environment says)."""
+    from torch._functorch import config as functorch_config
+    from torch._inductor import config as inductor_config
+
+    stack = contextlib.ExitStack()
+    for config, settings in (
+        (inductor_config, {"fx_graph_cache": True, "force_disable_caches": False}),
+        (functorch_config, {"enable_autograd_cache": True}),
+    ):
+        known = {key: value for key, value in settings.items() if hasattr(config, key)}
+        stack.enter_context(config.patch(known))
+    return stack
+
+
 def inner_compile(compiler: str, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
-    """Compile one piece with ``inductor``, ``aot_eager`` or ``eager`` (no compilation)."""
+    """Compile one piece with ``inductor`` (caches on), ``aot_eager`` or ``eager`` (no compilation)."""
     if compiler == "inductor":
         from torch._inductor.compile_fx import compile_fx
 
-        return compile_fx(gm, list(example_inputs))
+        with _caches_on():
+            return compile_fx(gm, list(example_inputs))
     if compiler == "aot_eager":
         from torch._dynamo.backends.debugging import aot_eager
         from torch._inductor.compile_fx import graph_returns_tuple, make_graph_return_tuple
@@ -121,21 +142,38 @@ class PiecewiseBackend:
         return split
 
     def compile_piece(self, name: str, piece: fx.GraphModule, example_inputs: Sequence[Any]) -> CompiledFn:
-        """The artifact for ``piece``: compiled now if its structure is new, else reused."""
+        """The artifact for ``piece``: from inductor and its caches, or (other compilers) reused by hash."""
         start = time.perf_counter()
         signature = graph_signature(piece, example_inputs)
+        hash_new = not self.session.seen(signature.digest)
         self.harness_seconds["hash"] += time.perf_counter() - start
-        compiled = signature.digest not in self.artifacts
-        seconds = 0.0
-        if compiled:
-            start = time.perf_counter()
-            self.artifacts[signature.digest] = inner_compile(self.compiler, piece, example_inputs)
-            seconds = time.perf_counter() - start
+        fx_cache = aot_cache = None
+        start = time.perf_counter()
+        if self.compiler == "inductor":
+            before = CacheCounts.now()
+            artifact = inner_compile(self.compiler, piece, example_inputs)
+            fx_cache, aot_cache = CacheCounts.now().outcomes_since(before)
+            compiled = fx_cache != "hit"
+        else:
+            compiled = signature.digest not in self.artifacts
+            if compiled:
+                self.artifacts[signature.digest] = inner_compile(self.compiler, piece, example_inputs)
+            artifact = self.artifacts[signature.digest]
+        seconds = time.perf_counter() - start
         start = time.perf_counter()
         self.session.record_piece(
             PieceRecord(
-                name, signature.digest, signature.masked_digest, list(signature.baked_strings), compiled, seconds
-            )
+                name=name,
+                digest=signature.digest,
+                masked_digest=signature.masked_digest,
+                baked=list(signature.baked),
+                hash_new=hash_new,
+                compiled=compiled,
+                compile_seconds=seconds,
+                fx_graph_cache=fx_cache,
+                aot_autograd_cache=aot_cache,
+            ),
+            inner_compiler_ran=self.compiler == "inductor" or compiled,
         )
         self.harness_seconds["record"] += time.perf_counter() - start
-        return self.artifacts[signature.digest]
+        return artifact

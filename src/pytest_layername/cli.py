@@ -58,13 +58,21 @@ def _cmd_compile_stats(args: argparse.Namespace) -> int:
         data = {"torch": torch.__version__, "impl": impl.module_name, "results": [r.as_dict() for r in results]}
         print(json.dumps(data, indent=2))
     else:
-        print(f"{'mode':8} {'pieces':>6} {'unique':>6} {'compiles':>8} {'inductor':>8} {'seconds':>8}")
+        print(
+            f"{'mode':8} {'pieces':>6} {'unique':>6} {'fx-miss':>7} {'fx-hit':>6} {'aot-miss':>8} {'aot-hit':>7} "
+            f"{'disagree':>8} {'seconds':>8}"
+        )
         for r in results:
             s = r.stats
             print(
-                f"{r.mode:8} {s.pieces:6} {s.unique_pieces:6} {s.backend_compilations:8} "
-                f"{s.inductor_compiles:8} {s.compile_seconds:8.2f}"
+                f"{r.mode:8} {s.pieces:6} {s.unique_pieces:6} {s.fx_graph_cache_misses:7} {s.fx_graph_cache_hits:6} "
+                f"{s.aot_autograd_cache_misses:8} {s.aot_autograd_cache_hits:7} {s.hash_disagreements:8} "
+                f"{s.compile_seconds:8.2f}"
             )
+        print(
+            "unique: pieces by structural hash; fx-/aot-: torch's FX-graph and AOT-autograd cache counters "
+            "(inductor only); disagree: pieces where the hash and torch's FX-graph cache differ"
+        )
     return 0
 
 

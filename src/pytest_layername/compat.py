@@ -6,6 +6,7 @@ import functools
 import importlib
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from packaging.version import Version
@@ -60,3 +61,66 @@ def detect_opaque_support() -> OpaqueSupport:
 def opaque_support() -> OpaqueSupport:
     """Cached :func:`detect_opaque_support` for this process."""
     return detect_opaque_support()
+
+
+def _opaque_api(*names: str) -> Any:
+    """The first of ``names`` that ``torch._library.opaque_object`` has (newest API first), else None."""
+    try:
+        module = importlib.import_module("torch._library.opaque_object")
+    except ImportError:
+        return None
+    return next((getattr(module, name) for name in names if hasattr(module, name)), None)
+
+
+def is_registered_opaque_type(cls: type) -> bool:
+    """Whether torch knows ``cls`` as an opaque type (``is_custom_class`` from 2.14, ``is_opaque_type`` before)."""
+    check = _opaque_api("is_custom_class", "is_opaque_type")
+    try:
+        return bool(check is not None and check(cls))
+    except Exception:  # a type torch cannot look up is not registered
+        return False
+
+
+def is_hoisted_opaque_type(cls: type) -> bool:
+    """Whether ``cls`` is registered with torch *and* lifted to a graph input (``should_hoist``)."""
+    should_hoist = _opaque_api("should_hoist")
+    return is_registered_opaque_type(cls) and should_hoist is not None and bool(should_hoist(cls))
+
+
+def register_value_type(cls: type, *, hoist: bool) -> None:
+    """Register ``cls`` as a value opaque type through the newest API this torch has.
+
+    torch >= 2.14: ``register_custom_class(cls, typ="constant", hoist=...)`` (``register_opaque_type`` is a
+    deprecated wrapper that logs a warning); 2.11-2.13: ``register_opaque_type(cls, typ="value", hoist=...)``;
+    2.10 has no ``hoist=``: only ``hoist=False`` is possible there.
+    """
+    register = _opaque_api("register_custom_class")
+    if register is not None:
+        register(cls, typ="constant", hoist=hoist)
+        return
+    register = _opaque_api("register_opaque_type")
+    if register is None:
+        raise RuntimeError(f"torch {torch.__version__} cannot register opaque types")
+    if "hoist" in inspect.signature(register).parameters:
+        register(cls, typ="value", hoist=hoist)
+    elif hoist:
+        raise RuntimeError(f"torch {torch.__version__}: register_opaque_type() does not accept hoist=")
+    else:
+        register(cls, typ="value")
+
+
+def standalone_options() -> dict[str, Any]:
+    """Options for ``torch._inductor.standalone_compile``: ``aot=True`` where it exists (not on torch 2.9)."""
+    from torch._inductor import standalone_compile
+
+    return {"aot": True} if "aot" in inspect.signature(standalone_compile).parameters else {}
+
+
+def opaque_base() -> type:
+    """The base class opaque types derive from (required on torch 2.11): the newest name first, else ``object``."""
+    for module_name, name in (("torch._custom_class_base", "CustomClassBase"), ("torch._opaque_base", "OpaqueBase")):
+        try:
+            return getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            continue
+    return object

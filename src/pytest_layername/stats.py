@@ -1,4 +1,11 @@
-"""Compile statistics read from what torch did: Dynamo frames and recompiles, pieces, compiles, caches."""
+"""Compile statistics read from what torch did: Dynamo frames and recompiles, pieces, compiles, caches.
+
+Sources: Dynamo's ``CompilationMetrics`` (frames, recompiles and their reasons) and ``counters``
+(``stats.unique_graphs``; ``inductor.fxgraph_cache_{hit,miss,bypass}``; ``aot_autograd.autograd_cache_{hit,
+miss,bypass}``), as deltas over the session. ``inductor_compiles`` is FX-graph-cache misses plus bypasses.
+Per piece, the backend records the cache outcome torch reported for that piece's ``compile_fx`` call and
+the structural hash's opinion (:mod:`.graph_hash`); where they differ the piece is a *hash disagreement*.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,12 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch._dynamo.utils as dynamo_utils
 
-from .graph_hash import BakedString
+from .graph_hash import BakedConstant
 
 COUNTER_FIELDS = {
     # CompileStats field: (torch counter group, counter name)
@@ -22,23 +29,79 @@ COUNTER_FIELDS = {
     "fx_graph_cache_hits": ("inductor", "fxgraph_cache_hit"),
     "fx_graph_cache_misses": ("inductor", "fxgraph_cache_miss"),
     "fx_graph_cache_bypasses": ("inductor", "fxgraph_cache_bypass"),
+    "aot_autograd_cache_bypasses": ("aot_autograd", "autograd_cache_bypass"),
 }
+CacheOutcome = str  # "hit" | "miss" | "bypass" | "none" (torch reported no lookup)
+
+
+@dataclass(frozen=True)
+class CacheCounts:
+    """A snapshot of torch's FX-graph and AOT-autograd cache counters."""
+
+    values: tuple[int, ...]
+    KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("inductor", "fxgraph_cache_hit"),
+        ("inductor", "fxgraph_cache_miss"),
+        ("inductor", "fxgraph_cache_bypass"),
+        ("aot_autograd", "autograd_cache_hit"),
+        ("aot_autograd", "autograd_cache_miss"),
+        ("aot_autograd", "autograd_cache_bypass"),
+    )
+
+    @classmethod
+    def now(cls) -> CacheCounts:
+        counters = dynamo_utils.counters
+        return cls(tuple(int(counters[group][key]) for group, key in cls.KEYS))
+
+    def outcomes_since(self, before: CacheCounts) -> tuple[CacheOutcome, CacheOutcome]:
+        """(FX-graph cache, AOT-autograd cache) outcome of what ran between ``before`` and this snapshot."""
+        hit, miss, bypass, aot_hit, aot_miss, aot_bypass = (
+            a - b for a, b in zip(self.values, before.values, strict=True)
+        )
+        return _outcome(hit, miss, bypass), _outcome(aot_hit, aot_miss, aot_bypass)
+
+
+def _outcome(hit: int, miss: int, bypass: int) -> CacheOutcome:
+    if bypass:
+        return "bypass"
+    if miss:
+        return "miss"
+    return "hit" if hit else "none"
 
 
 @dataclass
 class PieceRecord:
-    """One piece of a split graph and what compiling it took."""
+    """One piece of a split graph: its hash, and what compiling it took according to torch."""
 
     name: str
     digest: str
-    masked_digest: str
-    baked_strings: list[BakedString]
-    compiled: bool  # False when an identical piece's artifact was reused
+    masked_digest: str  # the digest with layer-name constants (strings, opaque objects) masked
+    baked: list[BakedConstant]  # layer-name constants baked into the piece
+    hash_new: bool  # the session had not seen this digest before
+    compiled: bool  # a new artifact was built (inductor: FX-graph-cache miss/bypass), else one was reused
     compile_seconds: float = 0.0
+    fx_graph_cache: CacheOutcome | None = None  # inductor only: what torch's caches reported for this piece
+    aot_autograd_cache: CacheOutcome | None = None
+
+    @property
+    def disagreement(self) -> str | None:
+        """Where torch decided (inductor) and the hash says otherwise: why, else None."""
+        if self.fx_graph_cache is None or self.hash_new == self.compiled:
+            return None
+        if self.compiled:
+            return (
+                f"piece {self.name}: the hash matches an earlier piece but torch compiled it anew "
+                f"(FX-graph cache {self.fx_graph_cache}): the hash misses something the artifact depends on"
+            )
+        return (
+            f"piece {self.name}: the hash is new but torch reused an artifact (FX-graph cache hit): "
+            "the hash describes something the artifact does not depend on"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["baked_strings"] = [str(b) for b in self.baked_strings]
+        data["baked"] = [str(b) for b in self.baked]
+        data["disagreement"] = self.disagreement
         return data
 
 
@@ -60,6 +123,8 @@ class CompileStats:
     fx_graph_cache_hits: int = 0
     fx_graph_cache_misses: int = 0
     fx_graph_cache_bypasses: int = 0
+    aot_autograd_cache_bypasses: int = 0
+    hash_disagreements: int = 0
     piece_records: list[PieceRecord] = field(default_factory=list)
 
     COUNT_FIELDS = (
@@ -75,16 +140,22 @@ class CompileStats:
         "fx_graph_cache_hits",
         "fx_graph_cache_misses",
         "fx_graph_cache_bypasses",
+        "aot_autograd_cache_bypasses",
+        "hash_disagreements",
     )
 
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.COUNT_FIELDS}
 
-    def unique_because_of_strings(self) -> list[PieceRecord]:
-        """Compiled pieces that would have matched another piece but for a baked string constant."""
-        compiled = [p for p in self.piece_records if p.compiled]
-        masked = Counter(p.masked_digest for p in compiled)
-        return [p for p in compiled if masked[p.masked_digest] > 1 and p.baked_strings]
+    def unique_because_of_constants(self) -> list[PieceRecord]:
+        """Hash-new pieces that would have matched another piece but for a baked string or opaque constant."""
+        new = [p for p in self.piece_records if p.hash_new]
+        masked = Counter(p.masked_digest for p in new)
+        return [p for p in new if masked[p.masked_digest] > 1 and p.baked]
+
+    def disagreements(self) -> list[str]:
+        """One line per piece where the structural hash and torch's caches disagree."""
+        return [d for p in self.piece_records if (d := p.disagreement)]
 
     def as_dict(self) -> dict[str, Any]:
         data = {**self.counts(), "compile_seconds": round(self.compile_seconds, 4)}
@@ -111,6 +182,7 @@ class CompileSession:
         self._compile_seconds = 0.0
         self._baseline: dict[str, int] = {}
         self._metrics_limit_before: int | None = None
+        self._digests: set[str] = set()
 
     def start(self) -> None:
         torch._dynamo.reset()
@@ -124,17 +196,21 @@ class CompileSession:
             dynamo_utils.set_compilation_metrics_limit(self._metrics_limit_before)
             self._metrics_limit_before = None
 
-    def record_piece(self, piece: PieceRecord) -> None:
-        self._pieces.append(piece)
-        if piece.compiled:
-            self._backend_compilations += 1
-            self._compile_seconds += piece.compile_seconds
+    def seen(self, digest: str) -> bool:
+        """Whether a piece with this structural digest was recorded in this session."""
+        return digest in self._digests
 
-    def backend(self, compiler: str = "inductor", splitting_ops: tuple[str, ...] | None = None, **options: Any):
+    def record_piece(self, piece: PieceRecord, inner_compiler_ran: bool) -> None:
+        self._pieces.append(piece)
+        self._digests.add(piece.digest)
+        self._compile_seconds += piece.compile_seconds
+        self._backend_compilations += inner_compiler_ran
+
+    def backend(self, compiler: str = "inductor", splitting_ops: tuple[str, ...] | None = None):
         """A :class:`~pytest_layername.backend.PiecewiseBackend` reporting into this session."""
         from .backend import PiecewiseBackend
 
-        return PiecewiseBackend(splitting_ops=splitting_ops, compiler=compiler, session=self, **options)
+        return PiecewiseBackend(splitting_ops=splitting_ops, compiler=compiler, session=self)
 
     @property
     def stats(self) -> CompileStats:
@@ -153,6 +229,7 @@ class CompileSession:
             backend_compilations=self._backend_compilations,
             inductor_compiles=deltas["fx_graph_cache_misses"] + deltas["fx_graph_cache_bypasses"],
             compile_seconds=self._compile_seconds,
+            hash_disagreements=sum(p.disagreement is not None for p in self._pieces),
             piece_records=list(self._pieces),
             **deltas,
         )

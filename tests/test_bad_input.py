@@ -153,8 +153,8 @@ def test_gate_with_malformed_matrix_writes_nothing(tmp_path, capsys):
     [
         (None, "does not exist (did the cell run and write --layername-report?)"),
         ('{"schema_version": 1, "tests": [', "is unreadable"),
-        ("[1, 2]", "is not a JSON object"),
-        ('{"schema_version": 1}', "lacks complete, run, tests, summary"),
+        ("[1, 2]", "(top level): [1, 2] is not of type 'object'"),
+        ('{"schema_version": 2}', "(top level): 'complete' is a required property"),
         ('{"schema_version": 99, "complete": true, "run": {}, "tests": [], "summary": {}}', "has schema_version 99"),
     ],
 )

@@ -70,6 +70,16 @@ def make_report(cell: Cell, tests: list[dict[str, Any]] | None = None, **run: An
             "detected_mode": cell.expected_mode,
             "opaque_supported": cell.expected_mode == "opaque",
             "opaque_reason": None,
+            "impl": "pytest_layername.reference",
+            "impl_native_mode": cell.expected_mode,
+            "impl_switch": "pytest_layername.reference._USE_LAYERNAME",
+            "not_exercised": {},
+            "allow_unhoisted": False,
+            "python": "3.11.7",
+            "platform": "Linux",
+            "workers": 2,
+            "start": "2026-11-26T15:00:00+00:00",
+            "end": "2026-11-26T15:05:00+00:00",
             **run,
         },
         "tests": tests,
@@ -186,8 +196,9 @@ def test_stats_from_another_mode_do_not_satisfy_a_budget(reports, capsys):
     ("content", "needle"),
     [
         ("{not json", "is unreadable"),
-        ("[]", "is not a JSON object"),
-        ('{"schema_version": 1}', "lacks complete, run, tests, summary"),
+        ("[]", "(top level): [] is not of type 'object'"),
+        (f'{{"schema_version": {SCHEMA_VERSION}}}', "(top level): 'complete' is a required property"),
+        ('{"schema_version": 2, "complete": NaN}', "NaN is not a JSON number"),
     ],
 )
 def test_unreadable_report_fails(reports, capsys, content, needle):
@@ -207,7 +218,7 @@ def test_malformed_report_fails_without_crashing(reports, capsys):
     report = make_report(cell)
     del report["tests"][0]["outcome"]
     write_report(cell.report_path(reports), report)
-    assert_fails(reports, capsys, cell, "is malformed (KeyError")
+    assert_fails(reports, capsys, cell, "tests.0: 'outcome' is a required property")
 
 
 def test_incomplete_report_fails(reports, capsys):
@@ -290,9 +301,10 @@ def test_unreadable_skip_marker_is_not_a_skip(reports, capsys):
 
 def test_failing_report_of_a_cell_that_is_not_required_still_fails(reports, capsys):
     other = next(c for c in MATRIX.cells if c.tier != "ci")
-    write_report(other.report_path(reports), make_report(other, detected_mode="nonsense"))
+    wrong = "string" if other.expected_mode == "opaque" else "opaque"
+    write_report(other.report_path(reports), make_report(other, detected_mode=wrong))
     assert gate(reports) == 1
-    assert f"- {other.name}: detected mode 'nonsense'" in capsys.readouterr().out
+    assert f"- {other.name}: detected mode {wrong!r}" in capsys.readouterr().out
 
 
 def test_all_cells_required_without_tier(reports, capsys):
@@ -348,3 +360,67 @@ def test_console_script_exit_codes(reports):
     failed = subprocess.run([*command, "--tier", "ci"], capture_output=True, text=True, check=False)
     assert failed.returncode == 1 and "gate: FAIL" in failed.stdout
     assert "Traceback" not in failed.stderr
+
+
+def _set(report: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    target: Any = report
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+
+
+DELETE = object()
+STATS = "tests.0.stats"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [
+        ("run.device", DELETE, "run: 'device' is a required property"),
+        ("run.device", "", "run.device: '' should be non-empty"),
+        ("run.torch", 2.13, "run.torch: 2.13 is not of type 'string'"),
+        ("run.detected_mode", "Opaque", "run.detected_mode: 'Opaque' is not one of"),
+        ("run.modes", [], "run.modes: [] should be non-empty"),
+        ("run.workers", -1, "run.workers: -1 is less than the minimum of 0"),
+        (f"{STATS}.unique_pieces", -5, f"{STATS}.unique_pieces: -5 is less than the minimum of 0"),
+        (f"{STATS}.unique_pieces", 3.9, f"{STATS}.unique_pieces: 3.9 is not of type 'integer'"),
+        (f"{STATS}.inductor_compiles", "3", f"{STATS}.inductor_compiles: '3' is not of type 'integer'"),
+        (f"{STATS}.hash_disagreements", DELETE, "'hash_disagreements' is a required property"),
+        (f"{STATS}.recompiles", None, f"{STATS}.recompiles: None is not of type 'integer'"),
+        ("tests.0.outcome", "pass", "tests.0.outcome: 'pass' is not one of"),
+        ("tests.0.mode", "hoisted", "tests.0.mode: 'hoisted' is not one of"),
+        ("tests.0.duration", -0.5, "tests.0.duration: -0.5 is less than the minimum of 0"),
+        ("tests.0.nodeid", DELETE, "tests.0: 'nodeid' is a required property"),
+        ("summary.failed", -1, "summary.failed: -1 is less than the minimum of 0"),
+        ("summary.passed", 2.5, "summary.passed: 2.5 is not of type 'integer'"),
+        ("summary.flaky", 0, "summary: Additional properties are not allowed ('flaky' was unexpected)"),
+        ("complete", "yes", "complete: 'yes' is not of type 'boolean'"),
+        ("tests", {}, "tests: {} is not of type 'array'"),
+    ],
+)
+def test_corrupted_report_fails_closed_naming_the_field(reports, capsys, path, value, needle):
+    """Every corruption of a good report fails the gate, and the message names the field."""
+    cell = CI["opaque"]
+    report = make_report(cell)
+    _set(report, path, value)
+    write_report(cell.report_path(reports), report)
+    assert_fails(reports, capsys, cell, needle)
+
+
+def test_truncated_report_fails(reports, capsys):
+    cell = CI["opaque"]
+    text = cell.report_path(reports).read_text(encoding="utf-8")
+    cell.report_path(reports).write_text(text[: len(text) // 2], encoding="utf-8")
+    assert_fails(reports, capsys, cell, "is unreadable")
+
+
+def test_schema_covers_every_count_the_harness_records():
+    """The schema's required stats are exactly ``CompileStats.COUNT_FIELDS`` (plus seconds, reasons, pieces)."""
+    from pytest_layername.report import report_schema
+
+    required = set(report_schema()["$defs"]["stats"]["required"])
+    assert required == {*CompileStats.COUNT_FIELDS, "compile_seconds", "recompile_reasons", "pieces_detail"}

@@ -75,9 +75,7 @@ class GateResult:
 
 def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: Path) -> None:
     problems = result.problems
-    run = report["run"]
-    if not isinstance(run, dict):
-        raise ReportError(f"report {path}: 'run' is not an object")
+    run = report["run"]  # load_report validated the report against its schema
     if report["complete"] is not True:
         problems.append(f"report is incomplete: {report.get('incomplete_reason') or 'no reason given'}")
     result.torch = run.get("torch")
@@ -89,8 +87,8 @@ def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: 
                 problems.append(f"ran torch {result.torch}, which is not {cell.requirement} (wrong environment?)")
         except InvalidVersion:
             problems.append(f"run.torch {result.torch!r} is not a version")
-    device = run.get("device")
-    if device is not None and str(device).split(":")[0] != cell.device:
+    device = run["device"]
+    if device.split(":")[0] != cell.device:
         problems.append(f"ran on device {device!r}, the cell is {cell.device!r}")
     result.detected_mode = run.get("detected_mode")
     if result.detected_mode != cell.expected_mode:

@@ -50,6 +50,7 @@ STAT_BUDGETS = (
     "max_inductor_compiles",
     "max_recompiles",
     "max_dynamo_frames",
+    "max_hash_disagreements",
 )
 BUDGET_FIELDS = SUMMARY_BUDGETS + STAT_BUDGETS
 

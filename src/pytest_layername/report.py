@@ -1,35 +1,25 @@
 """The JSON report format shared by the plugin (writer) and the gate (reader).
 
-Layout (``schema_version`` 1)::
-
-    {
-      "schema_version": 1,
-      "complete": true,                 # false when a worker crashed or the run was interrupted
-      "incomplete_reason": null,
-      "run": {"torch": ..., "python": ..., "platform": ..., "device": ..., "impl": ..., "impl_enabled": true,
-              "requested_mode": "both", "modes": ["opaque", "string"], "detected_mode": "opaque",
-              "opaque_supported": true, "opaque_reason": null, "workers": 2,
-              "start": "<iso8601>", "end": "<iso8601>"},
-      "tests": [{"nodeid": ..., "mode": "opaque" | "string" | null,
-                 "outcome": "passed" | "failed" | "skipped" | "error", "duration": 0.12,
-                 "stats": {<CompileStats.as_dict()>} | null,
-                 "fusion": {"<pass>": {"patterns": 1, "matched": 4, "per_pattern": {...}}} | null}],
-      "summary": {"passed": 0, "failed": 0, "skipped": 0, "error": 0, "total": 0}
-    }
+The format is the JSON Schema ``report.schema.json`` shipped in this package (``schema_version`` 2):
+``run`` (torch, device, implementation and its modes, what was not exercised), ``tests`` (per test: mode,
+outcome, torch's compile counts, fusion counts) and ``summary``. :func:`load_report` validates a report
+against it before anyone reads a field, and fails closed naming the field.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_FILE = "report.schema.json"
 OUTCOMES = ("passed", "failed", "skipped", "error")
-REQUIRED_KEYS = ("schema_version", "complete", "run", "tests", "summary")
 
 
 class ReportError(ValueError):
@@ -63,16 +53,35 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not source.is_file():
         raise ReportError(f"report {source} does not exist (did the cell run and write --layername-report?)")
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = json.loads(source.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ReportError(f"report {source} is unreadable: {error}") from error
-    if not isinstance(data, dict):
-        raise ReportError(f"report {source} is not a JSON object")
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise ReportError(f"report {source} lacks {', '.join(missing)}")
-    if data["schema_version"] != SCHEMA_VERSION:
+    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
         raise ReportError(
-            f"report {source} has schema_version {data['schema_version']!r}; this version reads {SCHEMA_VERSION}"
+            f"report {source} has schema_version {data.get('schema_version')!r}; this version reads {SCHEMA_VERSION}"
         )
+    if problem := schema_problem(data):
+        raise ReportError(f"report {source} does not match {SCHEMA_FILE}: {problem}")
     return data
+
+
+@functools.cache
+def report_schema() -> dict[str, Any]:
+    """The report's JSON Schema, as shipped in this package."""
+    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def schema_problem(data: Any) -> str | None:
+    """The most relevant schema violation of ``data`` as ``field: message``, or None when it is valid."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(report_schema()).iter_errors(data))
+    if error is None:
+        return None
+    field = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    return f"{field}: {error.message}"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

@@ -20,23 +20,16 @@ from pytest_layername.modes import ModeError, resolve_mode, resolve_modes
 from pytest_layername.reference import LayerName, _encode_layer_name, _resolve_layer_name, use_mode
 
 SUPPORTED = compat.opaque_support().supported
+NEEDS_OPAQUE = pytest.mark.skipif(not SUPPORTED, reason=f"needs hoisted opaque types: {compat.opaque_support().reason}")
+MODES = [pytest.param("opaque", marks=NEEDS_OPAQUE), "string"]
 NO_HOIST = compat.OpaqueSupport(compat.torch_version(), False, "simulated: no hoist=")
 
 
 def test_probe_detects_the_feature_on_this_torch() -> None:
+    """Upstream torch has hoisted opaque types from 2.11 on: the feature probe must agree with the release."""
     support = compat.detect_opaque_support()
-    assert support.supported == ("hoist" in str(_register_signature())), support
+    assert support.supported == (compat.torch_version().release[:2] >= (2, 11)), support
     assert support.torch_version == compat.torch_version()
-
-
-def _register_signature() -> object:
-    import inspect
-
-    from torch._library import opaque_object
-
-    return (
-        inspect.signature(opaque_object.register_opaque_type) if hasattr(opaque_object, "register_opaque_type") else ""
-    )
 
 
 def test_probe_without_hoist_keyword_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,7 +58,7 @@ def test_modes_resolve_and_fail_clearly() -> None:
         resolve_modes("fast")
 
 
-@pytest.mark.skipif(not SUPPORTED, reason="needs hoisted opaque types")
+@NEEDS_OPAQUE
 def test_reference_layer_name_contract() -> None:
     from torch._library import opaque_object
 
@@ -73,7 +66,7 @@ def test_reference_layer_name_contract() -> None:
     assert name == LayerName("model.layers.0.self_attn") and hash(name) == hash(LayerName(name.value))
     source, globals_ = name.__fx_repr__()
     assert eval(source, globals_) == name
-    assert opaque_object.is_opaque_type(LayerName) and opaque_object.should_hoist(LayerName)
+    assert opaque_object.should_hoist(LayerName) and compat.is_registered_opaque_type(LayerName)
     with use_mode("opaque"):
         assert _encode_layer_name("a.b") == LayerName("a.b")
     with use_mode("string"):
@@ -101,23 +94,21 @@ def test_unknown_model_and_compiler_are_clear_errors() -> None:
         PiecewiseBackend(compiler="tvm")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layers", [4, 8, 32, 64])
-def test_unique_pieces_across_layer_counts(layers: int) -> None:
-    """Opaque stays at 3 unique pieces for any N; strings give N+1 (eager inner compiler: structure only)."""
-    modes = ["opaque", "string"] if SUPPORTED else ["string"]
-    results = {mode: measure_compile("decoder", layers, mode, compiler="eager").stats for mode in modes}
-    assert results["string"].pieces == results["string"].unique_pieces == layers + 1
-    if SUPPORTED:
-        assert results["opaque"].pieces == layers + 1
-        assert results["opaque"].unique_pieces == 3
-        assert results["opaque"].backend_compilations == 3
+def test_unique_pieces_across_layer_counts(layers: int, mode: str) -> None:
+    """Opaque stays at 3 unique pieces for any N; strings give N+1 (eager inner compiler: the hash decides)."""
+    stats = measure_compile("decoder", layers, mode, compiler="eager").stats
+    unique = 3 if mode == "opaque" else layers + 1
+    assert (stats.pieces, stats.unique_pieces, stats.backend_compilations) == (layers + 1, unique, unique)
 
 
-@pytest.mark.parametrize(("kind", "opaque", "string"), [("moe", 3, 9), ("hybrid", 4, 6)])
-def test_other_models_have_the_same_shape_of_result(kind: str, opaque: int, string: int) -> None:
-    assert measure_compile(kind, 8, "string", compiler="eager").stats.unique_pieces == string
-    if SUPPORTED:
-        assert measure_compile(kind, 8, "opaque", compiler="eager").stats.unique_pieces == opaque
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("kind", "unique"), [("moe", {"opaque": 3, "string": 9}), ("hybrid", {"opaque": 4, "string": 6})]
+)
+def test_other_models_have_the_same_shape_of_result(kind: str, unique: dict[str, int], mode: str) -> None:
+    assert measure_compile(kind, 8, mode, compiler="eager").stats.unique_pieces == unique[mode]
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -137,10 +128,12 @@ def test_cli_compile_stats_both_modes_with_inductor(capsys: pytest.CaptureFixtur
     code, out, _ = _cli(capsys, "compile-stats", "--model", "decoder", "--layers", "8", "--mode", "both", "--json")
     results = {r["mode"]: r for r in json.loads(out)["results"]}
     assert code == 0
-    assert (results["string"]["pieces"], results["string"]["unique_pieces"]) == (9, 9)
-    assert results["string"]["inductor_compiles"] == 9
-    assert (results["opaque"]["pieces"], results["opaque"]["unique_pieces"]) == (9, 3)
-    assert results["opaque"]["inductor_compiles"] == 3
+    torch_counts = ("pieces", "unique_pieces", "fx_graph_cache_misses", "fx_graph_cache_hits", "hash_disagreements")
+    assert tuple(results["string"][k] for k in torch_counts) == (9, 9, 9, 0, 0)
+    assert tuple(results["opaque"][k] for k in torch_counts) == (9, 3, 3, 6, 0)
+    for result in results.values():
+        assert result["inductor_compiles"] == result["fx_graph_cache_misses"]
+        assert [p["fx_graph_cache"] for p in result["pieces_detail"]].count("hit") == result["fx_graph_cache_hits"]
 
 
 @pytest.mark.parametrize(

@@ -125,8 +125,8 @@ def test_fused_attention_op_equals_attention_then_quant(mode, dtype):
     model = build_fusion_model(1, IMPL, mode, quant_dtype=dtype)
     ops, attn = get_fusion_ops(IMPL, mode), model.layers[0].mixer
     q, k, v = torch.randn(3, model.tokens, attn.heads, attn.head_dim, generator=torch.Generator().manual_seed(1))
-    name = IMPL.encode(attn.prefix, mode)
     with model.context(), op_calls() as calls:
+        name = IMPL.encode(attn.prefix)
         dep = ops.base.kv_cache_update(k, v, name)
         out = torch.empty_like(q)
         ops.base.attention_with_output(q, k, v, out, name, dep)
@@ -145,8 +145,8 @@ def test_fused_rope_kv_update_equals_rope_then_update(mode):
     model = build_fusion_model(1, IMPL, mode, rope_layers=None)
     ops, attn = get_fusion_ops(IMPL, mode), model.layers[0].mixer
     q, k, v = torch.randn(3, model.tokens, attn.heads, attn.head_dim, generator=torch.Generator().manual_seed(2))
-    name = IMPL.encode(attn.prefix, mode)
     with model.context():
+        name = IMPL.encode(attn.prefix)
         rq, rk = ops.rotary_embedding(q, k, attn.rope_cos, attn.rope_sin)
         ops.base.kv_cache_update(rk, v, name)
         unfused_cache = attn.kv_cache.clone()

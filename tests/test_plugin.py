@@ -149,19 +149,40 @@ USER_IMPL = """
 
 @pytest.mark.skipif(not compat.opaque_support().supported, reason="needs hoisted opaque types")
 def test_suite_runs_against_another_implementation(pytester: pytest.Pytester) -> None:
+    """An implementation without a mode switch: its native (opaque) mode runs; string is shown as not exercised."""
     pytester.makepyfile(userimpl=USER_IMPL)
     pytester.syspathinsert()
     pytester.makepyfile(COUNTER_TEST)
-    result = pytester.runpytest("--layername-impl=userimpl", "--layername-mode=both", "-v")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["layername:*impl userimpl*"])
+    result = pytester.runpytest("--layername-impl=userimpl", "--layername-mode=both", "-v", "--layername-report=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "layername:*impl userimpl (native opaque, switch none)*",
+            "layername: string mode NOT EXERCISED: userimpl has no mode switch (_USE_LAYERNAME)*",
+            "*test_decoder[[]opaque[]] PASSED*",
+        ]
+    )
+    run = load_report(pytester.path / "r.json")["run"]
+    assert run["modes"] == ["opaque"] and "string" in run["not_exercised"] and run["impl_switch"] is None
+
+
+@pytest.mark.skipif(not compat.opaque_support().supported, reason="needs hoisted opaque types")
+def test_only_a_mode_the_implementation_cannot_run_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(noswitchimpl=USER_IMPL)  # its own module name: torch keys opaque types by qualname
+    pytester.syspathinsert()
+    pytester.makepyfile(COUNTER_TEST)
+    result = pytester.runpytest("--layername-impl=noswitchimpl", "--layername-mode=string")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no requested mode can run: noswitchimpl has no mode switch*"])
 
 
 def test_compile_counter_expect_passes_and_reports_table(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(COUNTER_TEST)
     result = pytester.runpytest("--layername-mode=both")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*layername compile stats*", "opaque*5*3*3*test_decoder[[]opaque[]]", "string*5*5*5*"])
+    result.stdout.fnmatch_lines(
+        ["*layername compile stats*", "opaque*5*3*0*0*0*test_decoder[[]opaque[]]", "string*5*5*0*0*0*"]
+    )
 
 
 def test_compile_counter_expect_failure_shows_a_diff(pytester: pytest.Pytester) -> None:
@@ -291,7 +312,7 @@ def test_header_names_torch_mode_impl_device(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             f"layername: torch {torch.__version__}, opaque *, mode both -> opaque,string, "
-            "impl pytest_layername.reference, device *"
+            "impl pytest_layername.reference (native *, switch pytest_layername.reference._USE_LAYERNAME), device *"
         ]
     )
 
@@ -305,7 +326,8 @@ def test_json_report_has_both_modes_and_metadata(pytester: pytest.Pytester) -> N
     run = report["run"]
     assert run["torch"] == torch.__version__ and run["modes"] == ["opaque", "string"]
     assert run["requested_mode"] == "both" and run["start"] and run["end"]
-    assert run["impl_enabled"] is compat.opaque_support().supported  # the reference wraps names by default
+    assert run["impl_native_mode"] == ("opaque" if compat.opaque_support().supported else "string")
+    assert run["impl_switch"] == "pytest_layername.reference._USE_LAYERNAME" and run["not_exercised"] == {}
     assert {t["mode"] for t in report["tests"]} == {"opaque", "string"}
     by_mode = {t["mode"]: t for t in report["tests"]}
     assert by_mode["opaque"]["stats"]["unique_pieces"] == 3
@@ -366,7 +388,12 @@ def test_layername_roundtrip_fixture_passes_for_the_reference(pytester: pytest.P
 
 
 BAD_RESOLVE_IMPL = """
-    from pytest_layername.reference import LayerName, _encode_layer_name
+    from pytest_layername.reference import LayerName
+
+    _USE_LAYERNAME = True
+
+    def _encode_layer_name(name):
+        return LayerName(name) if _USE_LAYERNAME else name
 
     def _resolve_layer_name(x):
         return x.value.lower() if isinstance(x, LayerName) else x.lower()

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
-from .compat import opaque_support
-from .modes import Mode
+from .compat import is_hoisted_opaque_type, opaque_support
+from .modes import Mode, ModeError
 
 REFERENCE_IMPL = "pytest_layername.reference"
 REQUIRED_ATTRIBUTES = ("LayerName", "_encode_layer_name", "_resolve_layer_name")
 VALUE_TYPE_METHODS = ("__eq__", "__hash__", "__fx_repr__")
+#: The module-level mode switch ``_encode_layer_name`` reads at call time (vLLM's name; the reference uses it too).
+SWITCH_ATTRIBUTE = "_USE_LAYERNAME"
+
+#: Why a mode cannot run: torch lacks hoisting (a legitimate skip), the implementation's ``LayerName`` is not
+#: registered hoisted (a failure: the implementation is broken), or the implementation cannot be switched to
+#: that mode in-process (the mode is reported as not exercised).
+ProblemKind = Literal["torch", "not_hoisted", "not_exercised"]
 
 
 class ImplementationError(ValueError):
@@ -22,13 +30,27 @@ class ImplementationError(ValueError):
 
 
 @dataclass(frozen=True)
+class ModeProblem:
+    """Why one mode cannot run with an implementation."""
+
+    kind: ProblemKind
+    reason: str
+
+
+@dataclass(frozen=True)
 class Implementation:
-    """One project's ``LayerName`` with its encode and resolve functions."""
+    """One project's ``LayerName`` with its own encode and resolve functions and (optionally) its mode switch.
+
+    The harness always encodes through the implementation's own ``_encode_layer_name``. The mode is chosen
+    with :meth:`use_mode`, which sets the module's ``_USE_LAYERNAME`` switch where it has one; without a
+    switch only the mode its encoder produces (:meth:`native_mode`) can be exercised.
+    """
 
     module_name: str
     LayerName: type
     encode_layer_name: Callable[[str], Any]
     resolve_layer_name: Callable[[Any], str]
+    module: ModuleType | None = None  # the module holding the switch; None: no switch
 
     @property
     def namespace(self) -> str:
@@ -38,38 +60,65 @@ class Implementation:
         return "layername_" + re.sub(r"\W", "_", self.module_name)
 
     @property
-    def enabled(self) -> bool:
-        """Whether the module's own ``_encode_layer_name`` wraps names (its default mode is opaque)."""
-        return isinstance(self.encode_layer_name("probe"), self.LayerName)
+    def switch(self) -> str | None:
+        """``module._USE_LAYERNAME`` when the module has that boolean switch, else None."""
+        if self.module is not None and isinstance(getattr(self.module, SWITCH_ATTRIBUTE, None), bool):
+            return f"{self.module.__name__}.{SWITCH_ATTRIBUTE}"
+        return None
+
+    def native_mode(self) -> Mode:
+        """The mode the implementation's own encoder produces right now (its default outside :meth:`use_mode`)."""
+        return "opaque" if isinstance(self.encode_layer_name("probe"), self.LayerName) else "string"
 
     @property
     def hoisted(self) -> bool:
-        """Whether ``LayerName`` is registered with torch as a hoisted value opaque type."""
-        if not opaque_support().supported:
-            return False
-        from torch._library import opaque_object
+        """Whether ``LayerName`` is registered with torch as a hoisted opaque type."""
+        return opaque_support().supported and is_hoisted_opaque_type(self.LayerName)
 
-        return bool(opaque_object.is_opaque_type(self.LayerName) and opaque_object.should_hoist(self.LayerName))
-
-    def opaque_unavailable_reason(self) -> str | None:
-        """Why opaque mode cannot run with this implementation, or None when it can."""
-        support = opaque_support()
-        if not support.supported:
-            return support.reason
-        if not self.hoisted:
-            return (
-                f"{self.module_name}.LayerName is not registered as a hoisted value opaque type "
-                "(register_opaque_type(LayerName, typ='value', hoist=True))"
+    def mode_problem(self, mode: Mode) -> ModeProblem | None:
+        """Why ``mode`` cannot run with this implementation (see :data:`ProblemKind`), or None when it can."""
+        if mode == "opaque":
+            support = opaque_support()
+            if not support.supported:
+                return ModeProblem("torch", support.reason or "no hoisted opaque types")
+            if not self.hoisted:
+                return ModeProblem(
+                    "not_hoisted",
+                    f"{self.module_name}.LayerName is not registered as a hoisted opaque type on torch "
+                    f"{support.torch_version}, which supports hoisting: Dynamo bakes every layer's name into the "
+                    "graph (register it with hoist=True)",
+                )
+        if self.switch is None and mode != (native := self.native_mode()):
+            return ModeProblem(
+                "not_exercised",
+                f"{self.module_name} has no mode switch ({SWITCH_ATTRIBUTE}) and its _encode_layer_name gives "
+                f"{native} mode: {mode} mode is not exercised",
             )
         return None
 
-    def encode(self, name: str, mode: Mode) -> Any:
-        """``name`` as an op receives it in ``mode``: wrapped in ``LayerName`` or the plain string.
+    def opaque_unavailable_reason(self) -> str | None:
+        """Why opaque mode cannot run with this implementation, or None when it can."""
+        problem = self.mode_problem("opaque")
+        return problem.reason if problem else None
 
-        Kept trivial so Dynamo traces it without a graph break; :func:`~pytest_layername.ops.get_ops`
-        checks that opaque mode is available before any model uses it.
-        """
-        return self.LayerName(name) if mode == "opaque" else name
+    @contextlib.contextmanager
+    def use_mode(self, mode: Mode) -> Iterator[Mode]:
+        """Make the implementation's own encoder produce ``mode`` inside the block (its switch, if any)."""
+        if (problem := self.mode_problem(mode)) and problem.kind != "not_hoisted":
+            raise ModeError(f"cannot use {mode} mode with {self.module_name}: {problem.reason}")
+        if self.switch is None:
+            yield mode
+            return
+        before = getattr(self.module, SWITCH_ATTRIBUTE)
+        setattr(self.module, SWITCH_ATTRIBUTE, mode == "opaque")
+        try:
+            yield mode
+        finally:
+            setattr(self.module, SWITCH_ATTRIBUTE, before)
+
+    def encode(self, name: str) -> Any:
+        """The implementation's own ``_encode_layer_name`` (the mode is whatever :meth:`use_mode` set)."""
+        return self.encode_layer_name(name)
 
     def resolve(self, layer_name: Any) -> str:
         """The implementation's ``_resolve_layer_name``."""
@@ -100,7 +149,7 @@ def validate_module(module: ModuleType) -> Implementation:
             + "; ".join(problems)
             + f". It must provide {', '.join(REQUIRED_ATTRIBUTES)}."
         )
-    return Implementation(module.__name__, layer_name, module._encode_layer_name, module._resolve_layer_name)
+    return Implementation(module.__name__, layer_name, module._encode_layer_name, module._resolve_layer_name, module)
 
 
 def load_implementation(module_name: str = REFERENCE_IMPL) -> Implementation:

@@ -33,7 +33,7 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer_name = self.impl.encode(self.prefix, self.mode)
+        layer_name = self.impl.encode(self.prefix)
         q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, self.head_dim).unbind(1)
         dep = self.ops.kv_cache_update(k, v, layer_name)
         out = torch.empty_like(q)
@@ -53,7 +53,7 @@ class Experts(nn.Module):
         self.w_down = nn.Parameter(torch.randn(experts, 2 * hidden, hidden) * (2 * hidden) ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.moe_forward(x, self.router(x), self.impl.encode(self.prefix, self.mode))
+        return self.ops.moe_forward(x, self.router(x), self.impl.encode(self.prefix))
 
 
 class Mamba(nn.Module):
@@ -70,7 +70,7 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
-        self.ops.mamba_mixer(self.in_proj(x), out, self.impl.encode(self.prefix, self.mode))
+        self.ops.mamba_mixer(self.in_proj(x), out, self.impl.encode(self.prefix))
         return self.out_proj(out)
 
 
@@ -98,11 +98,12 @@ class Block(nn.Module):
 
 
 class ReferenceModel(nn.Module):
-    """N blocks over ``[tokens, hidden]`` inputs; ``context()`` exposes the layers to the ops by name."""
+    """N blocks over ``[tokens, hidden]`` inputs; ``context()`` sets the mode and exposes the layers by name."""
 
-    def __init__(self, kind: str, blocks: list[Block], hidden: int, tokens: int):
+    def __init__(self, kind: str, blocks: list[Block], hidden: int, tokens: int, impl: Implementation, mode: Mode):
         super().__init__()
         self.kind, self.hidden, self.tokens = kind, hidden, tokens
+        self.impl, self.mode = impl, mode
         self.layers = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(hidden)
 
@@ -117,7 +118,8 @@ class ReferenceModel(nn.Module):
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
-        with forward_context(self.named_layers()):
+        """The implementation's encoder in this model's mode, and the layers visible to the ops."""
+        with self.impl.use_mode(self.mode), forward_context(self.named_layers()):
             yield
 
     def example_input(self, seed: int = 0) -> torch.Tensor:
@@ -167,7 +169,7 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         blocks = [BLOCKS[kind](i, impl, mode, ops, hidden, heads, tokens) for i in range(layers)]
-        model = ReferenceModel(kind, blocks, hidden, tokens)
+        model = ReferenceModel(kind, blocks, hidden, tokens, impl, mode)
     return model.to(device).eval()
 
 

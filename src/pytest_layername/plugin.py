@@ -29,8 +29,10 @@ ENV_MODE = "LAYERNAME_MODE"
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 MARKERS = (
     "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
-    "requires_opaque: skip unless this torch and implementation support hoisted LayerName inputs",
+    "requires_opaque: skip unless this torch supports hoisted LayerName inputs (fails if the implementation's "
+    "LayerName is not hoisted on such a torch)",
     "requires_cuda: skip unless a CUDA device is available",
+    "slow: long-running cells (many layers, inductor at scale); deselect with -m 'not slow'",
 )
 
 
@@ -39,21 +41,33 @@ class LayernameConfig:
     """What this run resolved from options, ini and environment."""
 
     requested_mode: str
-    modes: tuple[Mode, ...]
+    modes: tuple[Mode, ...]  # the modes tests are parametrized over
     impl: Implementation
+    native_mode: Mode  # what the implementation's own encoder produces by default
+    not_exercised: dict[str, str]  # mode -> why the implementation cannot be switched to it
+    allow_unhoisted: bool = False
 
-    @property
-    def opaque_skip_reason(self) -> str | None:
-        return self.impl.opaque_unavailable_reason()
+    def opaque_problem(self) -> tuple[str, bool] | None:
+        """(reason, fail) when opaque-mode tests cannot run: fail for an unhoisted LayerName unless allowed."""
+        problem = self.impl.mode_problem("opaque")
+        if problem is None:
+            return None
+        return problem.reason, problem.kind == "not_hoisted" and not self.allow_unhoisted
 
     def header(self) -> str:
         support = opaque_support()
         opaque = "supported" if support.supported else f"unsupported ({support.reason})"
-        device = default_device()
-        return (
+        switch = self.impl.switch or "none"
+        lines = [
             f"layername: torch {torch.__version__}, opaque {opaque}, mode {self.requested_mode} -> "
-            f"{','.join(self.modes)}, impl {self.impl.module_name}, device {device}"
-        )
+            f"{','.join(self.modes)}, impl {self.impl.module_name} (native {self.native_mode}, switch {switch}), "
+            f"device {default_device()}"
+        ]
+        lines += [f"layername: {mode} mode NOT EXERCISED: {why}" for mode, why in self.not_exercised.items()]
+        if (problem := self.opaque_problem()) and "opaque" in self.modes:
+            verdict = "opaque-mode tests FAIL" if problem[1] else "opaque-mode tests skip"
+            lines.append(f"layername: {verdict}: {problem[0]}")
+        return "\n".join(lines)
 
 
 CONFIG_KEY = pytest.StashKey[LayernameConfig]()
@@ -75,6 +89,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"dotted module providing LayerName, _encode_layer_name, _resolve_layer_name (default {REFERENCE_IMPL})",
     )
     group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
+    group.addoption(
+        "--layername-allow-unhoisted",
+        action="store_true",
+        default=False,
+        help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
+        "hoisted on a torch that supports hoisting",
+    )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
 
@@ -89,13 +110,20 @@ def pytest_configure(config: pytest.Config) -> None:
     requested = _requested_mode(config)
     impl_name = config.getoption("layername_impl") or config.getini("layername_impl") or REFERENCE_IMPL
     try:
-        modes = tuple(resolve_modes(requested))
+        requested_modes = resolve_modes(requested)
         impl = load_implementation(impl_name)
     except (ModeError, ImplementationError) as error:
         raise pytest.UsageError(f"layername: {error}") from error
     if requested == "opaque" and (reason := impl.opaque_unavailable_reason()):
         raise pytest.UsageError(f"layername: mode 'opaque' is unavailable with {impl.module_name}: {reason}")
-    config.stash[CONFIG_KEY] = LayernameConfig(requested, modes, impl)
+    problems = {mode: impl.mode_problem(mode) for mode in requested_modes}
+    not_exercised = {m: p.reason for m, p in problems.items() if p is not None and p.kind == "not_exercised"}
+    modes = tuple(m for m in requested_modes if m not in not_exercised)
+    if not modes:
+        raise pytest.UsageError(f"layername: no requested mode can run: {'; '.join(not_exercised.values())}")
+    config.stash[CONFIG_KEY] = LayernameConfig(
+        requested, modes, impl, impl.native_mode(), not_exercised, config.getoption("layername_allow_unhoisted")
+    )
     _isolate_inductor_cache(config)
     report_path = config.getoption("layername_report")
     if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
@@ -127,9 +155,12 @@ def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
         **opaque_support().as_dict(),
         "device": default_device(),
         "impl": cfg.impl.module_name,
-        "impl_enabled": cfg.impl.enabled,
+        "impl_native_mode": cfg.native_mode,
+        "impl_switch": cfg.impl.switch,
         "requested_mode": cfg.requested_mode,
         "modes": list(cfg.modes),
+        "not_exercised": dict(cfg.not_exercised),
+        "allow_unhoisted": cfg.allow_unhoisted,
         "detected_mode": auto_mode(),
     }
 
@@ -163,14 +194,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks: list[pytest.MarkDecorator] = []
         if allowed is not None and mode not in allowed:
             marks.append(pytest.mark.skip(reason=f"layername: test runs only in mode(s) {sorted(allowed)}"))
-        elif mode == "opaque" and cfg.opaque_skip_reason:
-            marks.append(pytest.mark.skip(reason=f"layername: opaque mode unavailable: {cfg.opaque_skip_reason}"))
+        elif mode == "opaque" and (problem := cfg.opaque_problem()) and not problem[1]:
+            marks.append(pytest.mark.skip(reason=f"layername: opaque mode unavailable: {problem[0]}"))
         params.append(pytest.param(mode, id=mode, marks=marks))
     metafunc.parametrize("layername_mode", params, indirect=True)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("requires_opaque") and (reason := item.config.stash[CONFIG_KEY].opaque_skip_reason):
+    cfg = item.config.stash[CONFIG_KEY]
+    callspec = getattr(item, "callspec", None)
+    opaque_case = callspec is not None and callspec.params.get("layername_mode") == "opaque"
+    if (opaque_case or item.get_closest_marker("requires_opaque")) and (problem := cfg.opaque_problem()):
+        reason, fail = problem
+        if fail:  # a broken implementation is a failure, never a skip
+            pytest.fail(f"layername: {reason} (--layername-allow-unhoisted skips instead)", pytrace=False)
         pytest.skip(f"requires_opaque: {reason}")
     if item.get_closest_marker("requires_cuda") and not torch.cuda.is_available():
         pytest.skip("requires_cuda: torch.cuda.is_available() is False")
@@ -184,11 +221,9 @@ def layername_impl(pytestconfig: pytest.Config) -> Implementation:
 
 @pytest.fixture
 def layername_mode(request: pytest.FixtureRequest) -> Iterator[Mode]:
-    """``"opaque"`` or ``"string"``: the mode of this test case; the reference encoder follows it."""
+    """``"opaque"`` or ``"string"``: the mode of this test case; the implementation's encoder is switched to it."""
     mode: Mode = request.param
-    from .reference import use_mode
-
-    with use_mode(mode):
+    with request.config.stash[CONFIG_KEY].impl.use_mode(mode):
         yield mode
 
 
@@ -210,10 +245,13 @@ class CompileCounter:
     def stats(self) -> CompileStats:
         return self.session.stats
 
-    def expect(self, **counts: int) -> None:
-        """Assert the named counts (``unique_pieces=3, inductor_compiles=3, recompiles=0``, ...)."""
+    def expect(self, *, allow_hash_disagreements: bool = False, **counts: int) -> None:
+        """Assert the named counts (``unique_pieces=3, inductor_compiles=3, recompiles=0``, ...).
+
+        Fails too where the structural hash and torch's FX-graph cache disagreed on a piece, unless allowed.
+        """
         __tracebackhide__ = True
-        expect_counts(self.stats, **counts)
+        expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, **counts)
 
 
 @pytest.fixture
@@ -283,11 +321,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if not rows:
         return
     terminalreporter.section("layername compile stats")
-    terminalreporter.write_line(f"{'mode':8} {'pieces':>6} {'unique':>6} {'compiles':>8} {'seconds':>8}  test")
+    terminalreporter.write_line(
+        f"{'mode':8} {'pieces':>6} {'unique':>6} {'fx-miss':>7} {'fx-hit':>6} {'disagree':>8} {'seconds':>8}  test"
+    )
     for nodeid, mode, stats in rows:
         terminalreporter.write_line(
-            f"{mode or '-':8} {stats['pieces']:6} {stats['unique_pieces']:6} "
-            f"{stats['backend_compilations']:8} {stats['compile_seconds']:8.2f}  {nodeid}"
+            f"{mode or '-':8} {stats['pieces']:6} {stats['unique_pieces']:6} {stats['fx_graph_cache_misses']:7} "
+            f"{stats['fx_graph_cache_hits']:6} {stats['hash_disagreements']:8} {stats['compile_seconds']:8.2f}  "
+            f"{nodeid}"
         )
 
 

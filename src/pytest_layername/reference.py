@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import os
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
-from .compat import opaque_support
-from .modes import Mode, auto_mode, resolve_mode
+from .compat import is_registered_opaque_type, opaque_base, opaque_support, register_value_type
+from .modes import Mode, resolve_mode
 
-if opaque_support().supported:
-    from torch._opaque_base import OpaqueBase as _Base
-else:  # torch without hoisted opaque types: a plain class, strings are used instead
-    _Base = object  # type: ignore[assignment,misc]
+#: torch without hoisted opaque types: a plain class, strings are used instead.
+_Base = opaque_base() if opaque_support().supported else object
 
 
 class LayerName(_Base):  # type: ignore[misc,valid-type]
@@ -44,37 +42,38 @@ def register_layer_name_type(cls: type = LayerName) -> bool:
     """Register ``cls`` as a hoisted value opaque type once; returns whether it is registered."""
     if not opaque_support().supported:
         return False
-    from torch._library.opaque_object import is_opaque_type, register_opaque_type
-
-    if not is_opaque_type(cls):
-        register_opaque_type(cls, typ="value", hoist=True)
+    if not is_registered_opaque_type(cls):
+        register_value_type(cls, hoist=True)
     return True
 
 
 OPAQUE_REGISTERED = register_layer_name_type()
 LayerNameType: TypeAlias = LayerName if OPAQUE_REGISTERED else str  # type: ignore[misc]
 
-_current_mode: contextvars.ContextVar[Mode | None] = contextvars.ContextVar("layername_mode", default=None)
+#: The mode switch, read by :func:`_encode_layer_name` at call time (as vLLM's ``_USE_LAYERNAME``):
+#: on wherever ``LayerName`` is registered hoisted; ``LAYERNAME_USE_LAYERNAME=0`` turns it off.
+_USE_LAYERNAME: bool = OPAQUE_REGISTERED and os.environ.get("LAYERNAME_USE_LAYERNAME", "1") != "0"
 
 
 def current_mode() -> Mode:
-    """The mode :func:`_encode_layer_name` uses now (``auto`` unless :func:`use_mode` is active)."""
-    return _current_mode.get() or auto_mode()
+    """The mode :func:`_encode_layer_name` uses now."""
+    return "opaque" if _USE_LAYERNAME else "string"
 
 
 @contextlib.contextmanager
 def use_mode(mode: str) -> Iterator[Mode]:
-    """Make :func:`_encode_layer_name` wrap (``opaque``) or not (``string``) inside the block."""
-    token = _current_mode.set(resolve_mode(mode))
+    """Make :func:`_encode_layer_name` wrap (``opaque``) or not (``string``) inside the block (``auto`` too)."""
+    global _USE_LAYERNAME
+    before, _USE_LAYERNAME = _USE_LAYERNAME, resolve_mode(mode) == "opaque"
     try:
         yield current_mode()
     finally:
-        _current_mode.reset(token)
+        _USE_LAYERNAME = before
 
 
 def _encode_layer_name(name: str) -> LayerName | str:
-    """Wrap ``name`` for a custom op in opaque mode; pass it through in string mode."""
-    return LayerName(name) if current_mode() == "opaque" else name
+    """Wrap ``name`` for a custom op when the switch is on; pass it through otherwise."""
+    return LayerName(name) if _USE_LAYERNAME else name
 
 
 def _resolve_layer_name(layer_name: LayerName | str) -> str:

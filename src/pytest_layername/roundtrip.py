@@ -20,6 +20,7 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 from torch import fx, nn
 
+from .compat import standalone_options
 from .field_checks import FieldCheckError, check_fx_repr
 from .graph_hash import target_name
 from .impl import Implementation
@@ -65,8 +66,11 @@ def _check_value(impl: Implementation, mode: Mode, name: str, value: Any, stage:
 
 
 def _value_failures(impl: Implementation, mode: Mode, name: str) -> list[StageFailure]:
-    encoded = impl.encode(name, mode)
+    with impl.use_mode(mode):
+        encoded = impl.encode(name)  # the implementation's own _encode_layer_name, under its own switch
     failures = [_check_value(impl, mode, name, encoded, "encode")]
+    if failures[0] is not None:  # the later stages copy what the encoder returned: only its stage is to blame
+        return failures
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         try:
             copied = pickle.loads(pickle.dumps(encoded, protocol=protocol))
@@ -136,7 +140,7 @@ class Probe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.names:
-            x = self.op(x, self.impl.encode(name, self.mode))
+            x = self.op(x, self.impl.encode(name))
         return x
 
 
@@ -197,7 +201,7 @@ def _compiled_failures(impl: Implementation, mode: Mode, names: Sequence[str], c
     x = torch.zeros(2)
     capture = _Capture(compiler)
     torch._dynamo.reset()  # a fresh probe per call: without a reset, calls would pile up as recompiles
-    with _recording() as received:
+    with _recording() as received, impl.use_mode(mode):
         try:
             out = torch.compile(probe, backend=capture, fullgraph=True)(x)
         except Exception as error:
@@ -275,12 +279,10 @@ def _reload_via_standalone(impl: Implementation, mode: Mode, result: CacheRoundT
         result.received_first = list(received)
     gm, example_inputs = capture.graphs[0]
     rename = dict(zip(result.names, result.reload_names, strict=True))
-    inputs = [
-        impl.encode(rename[impl.resolve(v)], mode) if isinstance(v, impl.LayerName) else v for v in example_inputs
-    ]
+    inputs = [impl.encode(rename[impl.resolve(v)]) if isinstance(v, impl.LayerName) else v for v in example_inputs]
     with compile_session(fresh_inductor_cache=True), tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "artifact.bin")
-        standalone_compile(gm, example_inputs, aot=True).save(path=path, format="binary")
+        standalone_compile(gm, example_inputs, **standalone_options()).save(path=path, format="binary")
         loaded = CompiledArtifact.load(path=path, format="binary")
         with _recording() as received:
             loaded(*inputs)
@@ -293,7 +295,8 @@ def cache_roundtrip(
     """Compile a probe with inductor, reload the artifact (``method``), and record what the op received.
 
     ``cache_hit``: compile, reset Dynamo, compile again from the (fresh, private) inductor cache.
-    ``standalone``: ``standalone_compile(aot=True)``, save to disk, load and call the loaded artifact.
+    ``standalone``: ``standalone_compile`` (``aot=True`` where this torch has it), save to disk, load and
+    call the loaded artifact.
     With ``rename`` (default: in opaque mode) the reload uses other names, so the names must come from
     the caller, not from the artifact.
     """
@@ -306,7 +309,8 @@ def cache_roundtrip(
     fresh = {n: f"reloaded.{i}.{n}" for i, n in enumerate(dict.fromkeys(names))}
     reload_names = [fresh[n] for n in names] if rename else names
     result = CacheRoundTrip(method, mode, names, reload_names)
-    (_reload_via_cache if method == "cache_hit" else _reload_via_standalone)(impl, mode, result)
+    with impl.use_mode(mode):
+        (_reload_via_cache if method == "cache_hit" else _reload_via_standalone)(impl, mode, result)
     return result
 
 

@@ -18,7 +18,7 @@ from torch._inductor.pattern_matcher import Match
 
 from ..impl import Implementation
 from ..modes import Mode
-from .passes import LayerNameFusionPass, PatternSpec, example_tensors
+from .passes import LayerNameFusionPass, PatternSpec, example_tensors, wildcard_layer_name
 from .quant_ops import FUSED_QUANT_DTYPES, check_quant_dtype
 
 
@@ -88,7 +88,7 @@ class AttnQuantFusionPass(LayerNameFusionPass):
         tensors = example_tensors((8, 2, 16), (8, 2, 16), (8, 2, 16), (8, 2, 16))
         dep, scale = torch.empty(0), torch.empty(())
         if layer_name is None:  # opaque: layer_name is a pattern input, traced with a real LayerName
-            wildcard = self.impl.encode("pattern.layer", "opaque")
+            wildcard = wildcard_layer_name(self.impl)
             return PatternSpec(search, replace, [*tensors, wildcard, dep, scale])
 
         def search_named(query, key, value, output, kv_cache_dummy_dep, scale):

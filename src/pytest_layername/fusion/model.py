@@ -61,7 +61,7 @@ class FusionAttention(Attention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ops = self.fusion_ops
-        layer_name = self.impl.encode(self.prefix, self.mode)
+        layer_name = self.impl.encode(self.prefix)
         q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, self.head_dim).unbind(1)
         if self.rope:
             q, k = ops.rotary_embedding(q, k, self.rope_cos, self.rope_sin)
@@ -124,7 +124,7 @@ def build_fusion_model(
                 quant_range=quant_range,
             )
             blocks.append(Block(attn, MLP(hidden), hidden))
-        model = ReferenceModel("fusion", blocks, hidden, tokens)
+        model = ReferenceModel("fusion", blocks, hidden, tokens, impl, mode)
     return model.to(device).eval()
 
 

@@ -211,3 +211,9 @@ def fusion_passes(*passes: LayerNameFusionPass) -> Iterator[FusionPasses]:
 def example_tensors(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """Distinct empty tensors for pattern tracing (callers run this under ``FakeTensorMode``)."""
     return [torch.empty(shape, dtype=dtype) for shape in shapes]
+
+
+def wildcard_layer_name(impl: Implementation) -> Any:
+    """A ``LayerName`` from the implementation's own encoder, to trace an opaque pattern's ``layer_name`` input."""
+    with impl.use_mode("opaque"):
+        return impl.encode("pattern.layer")

@@ -8,7 +8,7 @@ A KV update on an unrotated key (a layer without rope) is left alone.
 
 from __future__ import annotations
 
-from .passes import LayerNameFusionPass, PatternSpec, example_tensors
+from .passes import LayerNameFusionPass, PatternSpec, example_tensors, wildcard_layer_name
 
 
 class RopeKVFusionPass(LayerNameFusionPass):
@@ -34,7 +34,7 @@ class RopeKVFusionPass(LayerNameFusionPass):
 
         tensors = example_tensors((8, 2, 16), (8, 2, 16), (8, 2, 16), (8, 8), (8, 8))
         if layer_name is None:  # opaque: layer_name is a pattern input, traced with a real LayerName
-            return PatternSpec(search, replace, [*tensors, self.impl.encode("pattern.layer", "opaque")])
+            return PatternSpec(search, replace, [*tensors, wildcard_layer_name(self.impl)])
 
         def search_named(query, key, value, cos, sin):
             return search(query, key, value, cos, sin, layer_name)

@@ -24,7 +24,7 @@ def test_ops_find_their_layer_by_name(layername_mode, layername_impl):
     layer = model.layers[1].mixer
     key = torch.randn(model.tokens, layer.heads, layer.head_dim)
     with model.context():
-        ops.kv_cache_update(key, key * 2, layername_impl.encode(layer.prefix, layername_mode))
+        ops.kv_cache_update(key, key * 2, layername_impl.encode(layer.prefix))
     torch.testing.assert_close(layer.kv_cache[0], key)
     torch.testing.assert_close(model.layers[0].mixer.kv_cache[0], torch.zeros_like(key))
 
@@ -33,7 +33,7 @@ def test_unknown_layer_name_is_a_clear_error(layername_mode, layername_impl):
     ops = get_ops(layername_impl, layername_mode)
     key = torch.randn(8, 2, 16)
     with forward_context({}), pytest.raises(KeyError, match=r"no layer named 'model\.layers\.9\.self_attn'"):
-        ops.kv_cache_update(key, key, layername_impl.encode("model.layers.9.self_attn", layername_mode))
+        ops.kv_cache_update(key, key, layername_impl.encode("model.layers.9.self_attn"))
 
 
 @pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytest_layername.compat import is_registered_opaque_type, opaque_base, register_value_type
 from pytest_layername.impl import Implementation
 from pytest_layername.roundtrip import CACHE_METHODS, RoundTripError, assert_cache_roundtrip, check_roundtrip
 
@@ -64,8 +65,9 @@ def test_compile_cache_roundtrip(layername_impl, layername_mode, method):
     assert None not in result.received_reloaded
     if method == "cache_hit":
         assert result.cache_hits >= 1 and result.cache_misses == 0, (result.cache_hits, result.cache_misses)
-    if layername_mode == "opaque":
-        assert result.received_reloaded != names  # renamed: names come from the caller, not the artifact
+    assert result.received_reloaded == result.reload_names  # the op got what the caller passed
+    if layername_mode == "opaque":  # renamed: the names must come from the caller, not from the artifact
+        assert not set(result.reload_names) & set(names), result.reload_names
 
 
 # -- the checks can fail: deliberately broken implementations -------------------------------------
@@ -102,7 +104,7 @@ class UnquotedFxRepr(_Base):
         return f"UnquotedFxRepr({self.value})", {"UnquotedFxRepr": UnquotedFxRepr}
 
 
-class NotHoisted(_Base):
+class NotHoisted(_Base, opaque_base()):  # type: ignore[misc]
     """Registered as a value opaque type *without* ``hoist=True`` (by the test that uses it)."""
 
     def __fx_repr__(self):
@@ -137,10 +139,8 @@ def test_broken_fx_repr_is_reported():
 @pytest.mark.requires_opaque
 def test_unhoisted_value_type_is_caught_baking_names():
     """A value opaque type registered without ``hoist=True`` is baked into the graph: the compiled stage says so."""
-    from torch._library.opaque_object import is_opaque_type, register_opaque_type
-
-    if not is_opaque_type(NotHoisted):
-        register_opaque_type(NotHoisted, typ="value")
+    if not is_registered_opaque_type(NotHoisted):
+        register_value_type(NotHoisted, hoist=False)
 
     class Unchecked(Implementation):
         def opaque_unavailable_reason(self) -> str | None:  # let the probe register despite hoist=False

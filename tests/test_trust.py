@@ -1,0 +1,214 @@
+"""Trustworthy verdicts: torch's caches decide reuse, the hash is checked against them, no broken impl is green.
+
+Each key assertion has a negative control: a hash that describes opaque constants by type (the old bug),
+a hash that sees something torch ignores, an implementation whose ``LayerName`` is not hoisted, one whose
+encoder never wraps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fixtures_unhoisted_impl
+from pytest_layername import graph_hash
+from pytest_layername.compat import opaque_support
+from pytest_layername.expectations import CountMismatch, expect_counts
+from pytest_layername.impl import Implementation, load_implementation, validate_module
+from pytest_layername.models import build_model, run
+from pytest_layername.roundtrip import RoundTripError, assert_roundtrip
+from pytest_layername.stats import compile_session
+
+NEEDS_HOISTING = pytest.mark.skipif(
+    not opaque_support().supported, reason=f"needs a torch with hoisting: {opaque_support().reason}"
+)
+LAYERS = 6
+TESTS_DIR = Path(__file__).parent
+
+
+class _Unchecked(Implementation):
+    """Lets the harness register opaque ops for an unhoisted ``LayerName`` (to show what then happens)."""
+
+    def opaque_unavailable_reason(self) -> str | None:
+        return None
+
+
+def _unhoisted() -> Implementation:
+    impl = validate_module(fixtures_unhoisted_impl)
+    return _Unchecked(impl.module_name, impl.LayerName, impl.encode_layer_name, impl.resolve_layer_name, impl.module)
+
+
+def _compile_unhoisted(compiler: str):
+    """Compiled and eager outputs of two identical models (no state shared through the KV caches), and the stats."""
+    compiled, reference = (build_model("decoder", LAYERS, _unhoisted(), "opaque") for _ in range(2))
+    x = reference.example_input()
+    with compile_session() as session:
+        actual = run(compiled, torch.compile(compiled, backend=session.backend(compiler)), x)
+        stats = session.stats
+    return actual, run(reference, reference, x), stats
+
+
+@NEEDS_HOISTING
+@pytest.mark.parametrize("compiler", ["eager", "inductor"])
+def test_unhoisted_value_type_is_never_a_false_green(compiler: str) -> None:
+    """Baked per layer, so every layer's piece is unique; the outputs equal eager; hash and torch agree."""
+    actual, expected, stats = _compile_unhoisted(compiler)
+    torch.testing.assert_close(actual, expected)
+    assert stats.pieces == LAYERS + 1 and stats.unique_pieces >= LAYERS, stats.counts()
+    assert stats.hash_disagreements == 0, stats.disagreements()
+    if compiler == "inductor":
+        assert stats.fx_graph_cache_misses >= LAYERS and stats.inductor_compiles >= LAYERS, stats.counts()
+    with pytest.raises(CountMismatch) as caught:
+        expect_counts(stats, unique_pieces=3)
+    message = str(caught.value)
+    assert "unique only because of baked opaque-object constant(s)" in message, message
+    assert "layer_name=LayerName('model.layers.1.self_attn')" in message, message
+
+
+def _type_only_opaque(value: object) -> str:
+    """The old bug: an opaque constant described by its type only."""
+    if graph_hash.is_opaque_constant(value):
+        return f"object:{type(value).__qualname__}"
+    return ORIGINAL_DESCRIBE(value)
+
+
+ORIGINAL_DESCRIBE = graph_hash.describe_constant
+
+
+@NEEDS_HOISTING
+def test_control_type_only_hash_gives_wrong_outputs_with_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: with the old type-only hash, one artifact serves every layer and outputs are wrong."""
+    monkeypatch.setattr(graph_hash, "describe_constant", _type_only_opaque)
+    actual, expected, stats = _compile_unhoisted("eager")
+    assert stats.unique_pieces == 3  # the false green
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(actual, expected)
+
+
+@NEEDS_HOISTING
+def test_control_type_only_hash_is_caught_by_torch_under_inductor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: under inductor torch compiles every layer, so the too-coarse hash disagrees and fails."""
+    monkeypatch.setattr(graph_hash, "describe_constant", _type_only_opaque)
+    actual, expected, stats = _compile_unhoisted("inductor")
+    torch.testing.assert_close(actual, expected)  # torch's cache keyed the constants by value: outputs right
+    assert stats.unique_pieces == 3 and stats.fx_graph_cache_misses >= LAYERS
+    assert stats.hash_disagreements >= LAYERS - 2, stats.counts()
+    with pytest.raises(CountMismatch, match="the hash matches an earlier piece but torch compiled it anew"):
+        expect_counts(stats, unique_pieces=3)
+    expect_counts(stats, allow_hash_disagreements=True, unique_pieces=3)  # the opt-out is explicit
+
+
+def test_control_hash_that_sees_too_much_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control, other direction: a hash new for every piece while torch reuses artifacts."""
+    describe_input = graph_hash.describe_value
+    serial = iter(range(10**6))
+    monkeypatch.setattr(graph_hash, "describe_value", lambda value: f"{describe_input(value)}#{next(serial)}")
+    impl = load_implementation()
+    mode = "opaque" if opaque_support().supported else "string"
+    model = build_model("decoder", 4, impl, mode)
+    with compile_session() as session:
+        run(model, torch.compile(model, backend=session.backend("inductor")), model.example_input())
+        stats = session.stats
+    assert stats.unique_pieces == stats.pieces == 5
+    if mode == "string":  # every piece really is unique: nothing to disagree on
+        assert stats.hash_disagreements == 0
+        return
+    assert stats.fx_graph_cache_hits == 2 and stats.hash_disagreements == 2, stats.counts()
+    assert any("the hash is new but torch reused an artifact" in d for d in stats.disagreements())
+
+
+def test_hash_agrees_with_torch_on_every_reference_model() -> None:
+    """The harness's hash against torch's FX-graph cache: unique pieces equal misses, piece by piece."""
+    impl = load_implementation()
+    for mode in ("opaque", "string") if opaque_support().supported else ("string",):
+        for kind in ("decoder", "moe", "hybrid"):
+            model = build_model(kind, 4, impl, mode)
+            with compile_session() as session:
+                run(model, torch.compile(model, backend=session.backend("inductor")), model.example_input())
+                stats = session.stats
+            assert stats.hash_disagreements == 0, (kind, mode, stats.disagreements())
+            assert stats.unique_pieces == stats.fx_graph_cache_misses == stats.inductor_compiles, (kind, mode)
+            assert stats.pieces == stats.fx_graph_cache_misses + stats.fx_graph_cache_hits, (kind, mode)
+            assert [p.fx_graph_cache for p in stats.piece_records].count("miss") == stats.fx_graph_cache_misses
+
+
+# -- the implementation's own encoder and switch ------------------------------------------------------
+
+
+@NEEDS_HOISTING
+def test_encoder_that_never_wraps_fails_the_roundtrip_at_the_encode_stage() -> None:
+    impl = load_implementation("fixtures_never_wraps_impl")
+    assert impl.switch == "fixtures_never_wraps_impl._USE_LAYERNAME"
+    assert impl.mode_problem("opaque") is None  # it claims opaque: its LayerName is the hoisted reference one
+    with pytest.raises(RoundTripError) as caught:
+        assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn"])
+    assert "[encode] 'model.layers.0.self_attn': got str 'model.layers.0.self_attn', expected LayerName" in str(
+        caught.value
+    )
+    assert_roundtrip(impl, "string", ["model.layers.0.self_attn"])  # string mode is what it really does
+
+
+def test_reference_switch_is_what_the_roundtrip_exercises() -> None:
+    impl = load_implementation()
+    assert impl.switch == "pytest_layername.reference._USE_LAYERNAME"
+    for mode in ("opaque", "string") if opaque_support().supported else ("string",):
+        assert_roundtrip(impl, mode, ["a.b", "ü"])
+        with impl.use_mode(mode):
+            assert impl.native_mode() == mode
+
+
+@NEEDS_HOISTING
+def test_implementation_without_switch_exercises_its_native_mode_only() -> None:
+    impl = load_implementation("fixtures_no_switch_impl")
+    assert impl.switch is None and impl.native_mode() == "opaque"
+    problem = impl.mode_problem("string")
+    assert problem is not None and problem.kind == "not_exercised" and "string mode is not exercised" in problem.reason
+    with pytest.raises(Exception, match="string mode is not exercised"):
+        assert_roundtrip(impl, "string", ["a"])
+    assert_roundtrip(impl, "opaque", ["a"])
+
+
+# -- the plugin: no skip hides a broken implementation -------------------------------------------------
+
+SUITE_SUBSET = ["--pyargs", "pytest_layername.suite", "-k", "test_schema_takes_opaque_or_str or test_unique_pieces"]
+
+
+@NEEDS_HOISTING
+@pytest.mark.parametrize("mode", ["auto", "both"])
+def test_suite_against_unhoisted_implementation_fails(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    result = pytester.runpytest_subprocess(
+        *SUITE_SUBSET, f"--layername-mode={mode}", "--layername-impl=fixtures_unhoisted_impl", "-p", "no:xdist"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*opaque-mode tests FAIL: fixtures_unhoisted_impl.LayerName is not registered as a hoisted*",
+            "*layername: fixtures_unhoisted_impl.LayerName is not registered as a hoisted opaque type*",
+        ]
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes["errors"] == 7 and "skipped" not in outcomes, outcomes  # 1 schema + 6 unique-pieces cases
+    assert outcomes.get("passed", 0) == (7 if mode == "both" else 0), outcomes
+
+
+@NEEDS_HOISTING
+def test_unhoisted_opt_out_skips_and_says_so(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    result = pytester.runpytest_subprocess(
+        *SUITE_SUBSET,
+        "--layername-mode=both",
+        "--layername-impl=fixtures_unhoisted_impl",
+        "--layername-allow-unhoisted",
+        "-p",
+        "no:xdist",
+        "--layername-report=r.json",
+    )
+    result.assert_outcomes(passed=7, skipped=7)
+    result.stdout.fnmatch_lines(["*opaque-mode tests skip: fixtures_unhoisted_impl.LayerName is not registered*"])
+    assert json.loads((pytester.path / "r.json").read_text())["run"]["allow_unhoisted"] is True

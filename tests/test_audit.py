@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fixtures_broken_ops as broken
-from pytest_layername.audit import AuditError, audit_graph, audit_namespace
+from pytest_layername.audit import STR_RULE, AuditError, audit_graph, audit_namespace
 from pytest_layername.cli import main
 from pytest_layername.graph_hash import baked_constants
 from pytest_layername.impl import load_implementation
@@ -28,7 +28,13 @@ def test_namespace_audit_names_the_str_op_only():
     assert sorted(audit.ops) == sorted(f"{broken.NAMESPACE}::{n}" for n in ("still_str", "hoisted", "reduce"))
     assert {f.op for f in audit.findings} == broken.EXPECTED_FINDINGS
     finding = next(f for f in audit.findings if f.op == broken.STILL_STR)
-    assert (finding.argument, finding.type) == ("layer_name", "str")
+    assert (finding.rule, finding.argument, finding.type) == (STR_RULE, "layer_name", "str")
+    site = finding.site
+    assert (site.module, site.line, site.kind) == (
+        "fixtures_broken_ops",
+        broken._still_str.__code__.co_firstlineno,
+        "function",
+    )
 
 
 @pytest.mark.parametrize("mode", ["opaque", "string"])
@@ -99,6 +105,25 @@ def test_reference_model_audit(mode, capsys):
     ("args", "message"),
     [
         (["audit"], "nothing to audit"),
+        (["audit", "--import", "fixtures_broken_ops"], "nothing to audit"),
+        (["audit", "--namespace", "x", "--include-tests"], "--include-tests needs --walk PACKAGE"),
+        (["audit", "--namespace", "x", "--fail-on-import-errors"], "--fail-on-import-errors needs --walk PACKAGE"),
+        (
+            ["audit", "--walk", "no_such_package_xyz"],
+            "--walk 'no_such_package_xyz': cannot import it: ModuleNotFoundError",
+        ),
+        (
+            [
+                "audit",
+                "--import",
+                "fixtures_broken_ops",
+                "--namespace",
+                broken.NAMESPACE,
+                "--sarif",
+                "/nonexistent/x.sarif",
+            ],
+            "--sarif '/nonexistent/x.sarif': cannot write",
+        ),
         (["audit", "--namespace", "no_such_namespace"], "namespace 'no_such_namespace' has no registered ops"),
         (["audit", "--import", "no_such_module_xyz", "--namespace", "x"], "--import 'no_such_module_xyz'"),
         (["audit", "--model", "nope"], "neither MODULE:FACTORY nor a reference model"),

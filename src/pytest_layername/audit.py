@@ -1,31 +1,80 @@
 """Find layer names still passed as strings: op schemas taking ``str layer_name``, and strings baked into graphs.
 
 ``layername audit --namespace NS`` reads the registered schemas of a ``torch.library`` namespace;
-``layername audit --model MODULE:FACTORY`` (or a reference model name) compiles the model and lists,
-per op, the call sites where a string constant is baked into the graph. Graph inspection is
-:func:`.graph_hash.baked_constants` (strings and opaque objects baked as constants), the code
-``compile_counter`` uses to explain unique pieces.
+``layername audit --walk PACKAGE`` imports a whole package first (:mod:`.audit_walk`) and audits the
+namespaces it registered ops in; ``layername audit --model MODULE:FACTORY`` (or a reference model name)
+compiles the model and lists, per op, the call sites where a string or opaque constant is baked into
+the graph: :func:`.graph_hash.baked_constants`, the code ``compile_counter`` uses to explain unique pieces.
+Findings print as text, ``--json``, or SARIF 2.1.0 (``--sarif PATH``, :mod:`.audit_sarif`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import inspect
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import fx
 
+from .audit_walk import (
+    Site,
+    WalkError,
+    WalkResult,
+    all_op_names,
+    custom_op_function,
+    op_site,
+    walk_packages,
+    walked_namespaces,
+)
 from .graph_hash import BakedConstant, baked_constants
 
 #: Argument names that hold a layer name in inference engines (``layer_name``, ``prefix``, ``layer_prefix``...).
 LAYER_NAME_ARGUMENT = re.compile(r"layer|prefix", re.IGNORECASE)
 STRING_TYPES = ("str", "str?", "str[]", "str[]?", "Optional[str]", "List[str]", "Optional[List[str]]")
+
+STR_RULE = "layername/str-layer-name"
+OPAQUE_RULE = "layername/unhoisted-opaque-layer-name"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of finding: its id (as in SARIF), a name, a title, what is wrong and how to fix it."""
+
+    id: str
+    name: str
+    title: str
+    summary: str
+    fix: str
+
+
+RULES = {
+    STR_RULE: Rule(
+        STR_RULE,
+        "StrLayerName",
+        "Layer name passed to a custom op as str",
+        "A custom op takes a layer name as str: Dynamo bakes each layer's name into the graph as a constant, "
+        "so every layer compiles to its own piece.",
+        "type the argument as the hoisted LayerName (LayerNameType) and pass _encode_layer_name(...)",
+    ),
+    OPAQUE_RULE: Rule(
+        OPAQUE_RULE,
+        "UnhoistedOpaqueLayerName",
+        "Layer name typed with an opaque class registered without hoisting",
+        "A custom op takes a layer name as an opaque value type registered without hoisting: Dynamo bakes "
+        "each value into the graph as a constant, so every layer compiles to its own piece.",
+        'register the class with register_opaque_type(cls, typ="value", hoist=True)',
+    ),
+}
 
 
 class AuditError(ValueError):
@@ -33,28 +82,80 @@ class AuditError(ValueError):
 
 
 @dataclass(frozen=True)
-class StringArgument:
-    """A custom-op schema argument of string type whose name looks like a layer name."""
+class Finding:
+    """A custom-op argument named like a layer name whose type Dynamo bakes into the graph."""
 
+    rule: str  # a key of RULES
     op: str
     argument: str
-    type: str
+    type: str  # the schema type
     schema: str
+    site: Site | None = None  # where the op was registered, when torch can tell
+    opaque_class: str | None = None  # the unhoisted opaque class (OPAQUE_RULE)
 
     def __str__(self) -> str:
-        return f"{self.op}: argument {self.argument!r} is {self.type}  [{self.schema}]"
+        what = self.type
+        if self.opaque_class is not None:
+            what += f" ({self.opaque_class}: opaque value type registered without hoist=True)"
+        return f"{self.op}: argument {self.argument!r} is {what}  [{self.schema}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "site": self.site.as_dict() if self.site else None}
+
+
+@dataclass(frozen=True)
+class OpaqueCheck:
+    """Tells opaque value types registered without hoisting; ``reason`` says why torch cannot (then never)."""
+
+    is_value_type: Callable[[type], bool] | None
+    should_hoist: Callable[[type], bool] | None
+    reason: str | None
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    def is_unhoisted(self, cls: type) -> bool:
+        if self.is_value_type is None or self.should_hoist is None:
+            return False
+        return self.is_value_type(cls) and not self.should_hoist(cls)
+
+
+def opaque_check() -> OpaqueCheck:
+    """Look up torch's opaque-type registry; torch without ``should_hoist`` has nothing to flag."""
+    try:
+        registry = importlib.import_module("torch._library.opaque_object")
+    except ImportError:
+        registry = None
+    is_value_type = getattr(registry, "is_opaque_value_type", None)
+    should_hoist = getattr(registry, "should_hoist", None)
+    if is_value_type is None or should_hoist is None:
+        missing = "should_hoist" if should_hoist is None else "is_opaque_value_type"
+        reason = f"torch {torch.__version__} cannot hoist opaque types (torch._library.opaque_object has no {missing})"
+        return OpaqueCheck(None, None, reason)
+    return OpaqueCheck(is_value_type, should_hoist, None)
+
+
+def annotated_class(function: Callable[..., Any], argument: str) -> type | None:
+    """The class ``function`` annotates ``argument`` with (string annotations evaluated), or None."""
+    try:
+        parameters = inspect.signature(function, eval_str=True).parameters
+    except (NameError, TypeError, ValueError):  # annotations that do not evaluate: no class to see
+        return None
+    annotation = parameters[argument].annotation if argument in parameters else None
+    return annotation if isinstance(annotation, type) else None
 
 
 @dataclass
 class NamespaceAudit:
-    """The ops of one namespace and those still taking a layer name as a string."""
+    """The ops of one namespace and those still taking a layer name in a form Dynamo bakes."""
 
     namespace: str
     ops: list[str]
-    findings: list[StringArgument]
+    findings: list[Finding]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "ops": self.ops, "findings": [vars(f) for f in self.findings]}
+        return {"namespace": self.namespace, "ops": self.ops, "findings": [f.as_dict() for f in self.findings]}
 
 
 def _is_string_type(type_text: str) -> bool:
@@ -74,20 +175,34 @@ def namespace_schemas(namespace: str) -> list[tuple[str, torch.FunctionSchema]]:
     return schemas
 
 
-def audit_namespace(namespace: str, pattern: re.Pattern[str] = LAYER_NAME_ARGUMENT) -> NamespaceAudit:
-    """Every op in ``namespace`` with a string argument whose name matches ``pattern``."""
+def _unhoisted_class(op: str, argument: str, check: OpaqueCheck) -> str | None:
+    function = custom_op_function(op)
+    cls = annotated_class(function, argument) if function is not None else None
+    return f"{cls.__module__}.{cls.__qualname__}" if cls is not None and check.is_unhoisted(cls) else None
+
+
+def audit_namespace(
+    namespace: str, pattern: re.Pattern[str] = LAYER_NAME_ARGUMENT, check: OpaqueCheck | None = None
+) -> NamespaceAudit:
+    """Every op in ``namespace`` with an argument named like ``pattern`` typed as str or an unhoisted opaque."""
     schemas = namespace_schemas(namespace)
     if not schemas:
         raise AuditError(
             f"namespace {namespace!r} has no registered ops; import the module that defines them "
             f"(layername audit --import MODULE --namespace {namespace})"
         )
-    findings = [
-        StringArgument(op, argument.name, str(argument.type), str(schema))
-        for op, schema in schemas
-        for argument in schema.arguments
-        if _is_string_type(str(argument.type)) and pattern.search(argument.name)
-    ]
+    check = check or opaque_check()
+    findings = []
+    for op, schema in schemas:
+        for argument in schema.arguments:
+            if not pattern.search(argument.name):
+                continue
+            type_text = str(argument.type)
+            if _is_string_type(type_text):
+                findings.append(Finding(STR_RULE, op, argument.name, type_text, str(schema), op_site(op)))
+            elif (opaque_class := _unhoisted_class(op, argument.name, check)) is not None:
+                finding = Finding(OPAQUE_RULE, op, argument.name, type_text, str(schema), op_site(op), opaque_class)
+                findings.append(finding)
     return NamespaceAudit(namespace, [op for op, _ in schemas], findings)
 
 
@@ -216,12 +331,22 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("audit", help="list ops and call sites that still pass layer names as strings")
     p.add_argument("--namespace", action="append", default=[], help="torch.library namespace to scan (repeatable)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help="import first")
+    p.add_argument(
+        "--walk",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="import PACKAGE and every submodule (repeatable); without --namespace, audit the namespaces it registered",
+    )
+    p.add_argument("--include-tests", action="store_true", help="--walk also imports tests, test_*, conftest modules")
+    p.add_argument("--fail-on-import-errors", action="store_true", help="exit 1 when --walk could not import a module")
     p.add_argument("--model", help="MODULE:FACTORY, or a reference model: decoder, moe, hybrid")
     p.add_argument("--layers", type=int, default=4, help="layers of a reference model (default: %(default)s)")
     p.add_argument("--mode", default="auto", choices=("auto", "opaque", "string"), help="reference model mode")
     p.add_argument("--impl", default=REFERENCE_IMPL, help="implementation of a reference model")
     p.add_argument("--strict", action="store_true", help="exit 1 when anything still takes or bakes a layer name")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--sarif", metavar="PATH", help="also write the op findings as SARIF 2.1.0 (GitHub code scanning)")
     p.set_defaults(func=cmd_audit)
 
 
@@ -237,47 +362,161 @@ def _build(args: argparse.Namespace) -> Any:
     return reference_model(args.model, args.layers, args.mode, args.impl)
 
 
-def run_audit(args: argparse.Namespace) -> tuple[list[NamespaceAudit], ModelAudit | None]:
-    """The audits ``args`` ask for; raises :class:`AuditError` on bad input."""
-    if not args.namespace and not args.model:
-        raise AuditError("nothing to audit: pass --namespace NS and/or --model MODULE:FACTORY")
-    for module_name in args.imports:
+@dataclass
+class AuditRun:
+    """Everything one ``layername audit`` found, and what it covered."""
+
+    walk: WalkResult | None
+    namespaces: list[NamespaceAudit]
+    model: ModelAudit | None
+    opaque: OpaqueCheck
+    seconds: float  # finding and auditing the namespaces (the walk's imports not included)
+
+    @property
+    def op_findings(self) -> list[Finding]:
+        return [f for n in self.namespaces for f in n.findings]
+
+    @property
+    def findings(self) -> int:
+        return len(self.op_findings) + (len(self.model.findings) if self.model else 0)
+
+    def summary(self) -> dict[str, Any]:
+        walk = self.walk
+        return {
+            "modules_imported": len(walk.imported) if walk else None,
+            "modules_failed": len(walk.failed) if walk else None,
+            "namespaces": len(self.namespaces),
+            "ops": sum(len(n.ops) for n in self.namespaces),
+            "findings": self.findings,
+            "walk_seconds": round(walk.seconds, 3) if walk else None,
+            "audit_seconds": round(self.seconds, 3),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "walk": self.walk.as_dict() if self.walk else None,
+            "namespaces": [n.as_dict() for n in self.namespaces],
+            "model": self.model.as_dict() if self.model else None,
+            "opaque_check": {"available": self.opaque.available, "reason": self.opaque.reason},
+            "summary": self.summary(),
+            "findings": self.findings,
+        }
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if not args.namespace and not args.model and not args.walk:
+        raise AuditError("nothing to audit: pass --walk PACKAGE, --namespace NS and/or --model MODULE:FACTORY")
+    for flag in ("include_tests", "fail_on_import_errors"):
+        if getattr(args, flag) and not args.walk:
+            raise AuditError(f"--{flag.replace('_', '-')} needs --walk PACKAGE")
+
+
+def _audit_namespaces(namespaces: Iterable[str], walk: WalkResult | None, check: OpaqueCheck) -> list[NamespaceAudit]:
+    audits = []
+    for namespace in namespaces:
         try:
-            importlib.import_module(module_name)
-        except ImportError as error:
-            raise AuditError(f"--import {module_name!r}: {error}") from error
+            audits.append(audit_namespace(namespace, check=check))
+        except AuditError as error:
+            if walk is None or not walk.failed:
+                raise
+            failed = "; ".join(str(f) for f in walk.failed)
+            raise AuditError(f"{error}; the walk failed to import {len(walk.failed)} module(s): {failed}") from error
+    return audits
+
+
+def run_audit(args: argparse.Namespace) -> AuditRun:
+    """The audits ``args`` ask for; raises :class:`AuditError` (or :class:`.audit_walk.WalkError`) on bad input."""
+    _check_flags(args)
+    before = all_op_names()
+    with contextlib.redirect_stdout(sys.stderr):  # what imported modules print must not mix with --json
+        for module_name in args.imports:
+            try:
+                importlib.import_module(module_name)
+            except ImportError as error:
+                raise AuditError(f"--import {module_name!r}: {error}") from error
+    walk = walk_packages(args.walk, args.include_tests) if args.walk else None
     model = audit_model(_build(args), args.model) if args.model else None  # imports the model's ops first
-    return [audit_namespace(ns) for ns in args.namespace], model
+    start = time.perf_counter()
+    namespaces = args.namespace
+    if not namespaces and walk is not None:
+        namespaces = walked_namespaces(before, [*args.imports, *walk.imported])
+    check = opaque_check()
+    audits = _audit_namespaces(namespaces, walk, check)
+    return AuditRun(walk, audits, model, check, time.perf_counter() - start)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """``layername audit``: 0 clean (or not strict), 1 findings with ``--strict``, 2 bad input."""
+    """``layername audit``: 0 clean (or not strict), 1 findings with ``--strict`` or import failures with
+    ``--fail-on-import-errors``, 2 bad input."""
     from .modes import ModeError
 
     try:
-        namespaces, model = run_audit(args)
-    except (AuditError, ModeError) as error:
+        run = run_audit(args)
+    except (AuditError, WalkError, ModeError) as error:
         print(f"layername: error: {error}", file=sys.stderr)
         return 2
-    total = sum(len(n.findings) for n in namespaces) + (len(model.findings) if model else 0)
+    root = Path.cwd()
+    if args.sarif:
+        from .audit_sarif import sarif_log
+
+        log = sarif_log(run, root, import_failures_fail=args.fail_on_import_errors)
+        try:
+            Path(args.sarif).write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            print(f"layername: error: --sarif {args.sarif!r}: cannot write: {error.strerror or error}", file=sys.stderr)
+            return 2
     if args.json:
-        data = {"namespaces": [n.as_dict() for n in namespaces], "model": model.as_dict() if model else None}
-        print(json.dumps({**data, "findings": total}, indent=2))
+        print(json.dumps(run.as_dict(), indent=2))
     else:
-        _print_text(namespaces, model)
-    return 1 if args.strict and total else 0
+        _print_text(run, root)
+    failed_imports = bool(args.fail_on_import_errors and run.walk and run.walk.failed)
+    return 1 if (args.strict and run.findings) or failed_imports else 0
 
 
-def _print_text(namespaces: list[NamespaceAudit], model: ModelAudit | None) -> None:
-    for audit in namespaces:
-        print(f"namespace {audit.namespace}: {len(audit.ops)} op(s), {len(audit.findings)} take a layer name as str")
-        for finding in audit.findings:
-            print(f"  {finding}")
-        if audit.findings:
-            print("  fix: type the argument as the hoisted LayerName (LayerNameType) and pass _encode_layer_name(...)")
+def _print_walk(walk: WalkResult) -> None:
+    print(
+        f"walk {', '.join(walk.packages)}: {len(walk.imported)} module(s) imported, {len(walk.failed)} failed, "
+        f"{len(walk.skipped)} skipped in {walk.seconds:.2f} s"
+    )
+    for failure in walk.failed:
+        print(f"  import failed: {failure}")
+    if walk.skipped:
+        print(f"  skipped: {', '.join(walk.skipped)}")
+
+
+def _print_namespace(audit: NamespaceAudit, root: Path) -> None:
+    as_str = sum(f.rule == STR_RULE for f in audit.findings)
+    print(
+        f"namespace {audit.namespace}: {len(audit.ops)} op(s), {as_str} take a layer name as str, "
+        f"{len(audit.findings) - as_str} as an unhoisted opaque type"
+    )
+    for finding in audit.findings:
+        print(f"  {finding}")
+        if finding.site is not None:
+            print(f"    {finding.site.describe(root)}")
+    for rule in sorted({f.rule for f in audit.findings}):
+        print(f"  fix: {RULES[rule].fix}")
+
+
+def _print_text(run: AuditRun, root: Path) -> None:
+    if run.walk is not None:
+        _print_walk(run.walk)
+        if not run.namespaces:
+            print("no namespace to audit: the walk registered no ops (name them with --namespace NS)")
+    for audit in run.namespaces:
+        _print_namespace(audit, root)
+    if not run.opaque.available:
+        print(f"note: unhoisted-opaque check skipped: {run.opaque.reason}")
+    model = run.model
     if model is not None:
         print(
             f"model {model.model}: {model.graphs} graph(s), {len(model.findings)} op(s) with baked layer-name strings"
         )
         for site in model.call_sites:
             print(f"  {'!' if site.layer_name_like else ' '} {site}")
+    summary = run.summary()
+    covered = f"{summary['namespaces']} namespace(s), {summary['ops']} op(s) audited"
+    if run.walk is not None:
+        covered = f"{summary['modules_imported']} module(s) imported, {summary['modules_failed']} failed; {covered}"
+    timing = f"audit {run.seconds:.2f} s" + (f", walk {run.walk.seconds:.2f} s" if run.walk else "")
+    print(f"summary: {covered}; {run.findings} finding(s); {timing}")

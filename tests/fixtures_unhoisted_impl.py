@@ -44,3 +44,22 @@ def _encode_layer_name(name: str) -> LayerName | str:
 
 def _resolve_layer_name(layer_name: LayerName | str) -> str:
     return layer_name.value if isinstance(layer_name, LayerName) else layer_name
+
+
+def build_scaled_layers() -> tuple[Any, tuple[Any, ...]]:
+    """An audit ``--model`` factory: three layers call an op typed with this unhoisted ``LayerName``."""
+    import torch
+
+    def scale(x, layer_name):  # annotated below: this module's annotations are strings
+        return x * len(_resolve_layer_name(layer_name))
+
+    scale.__annotations__ = {"x": torch.Tensor, "layer_name": LayerName, "return": torch.Tensor}
+    op = torch.library.custom_op("layername_unhoisted_fixture::scale", scale, mutates_args=())
+    op.register_fake(lambda x, layer_name: torch.empty_like(x))
+
+    def layers(x: torch.Tensor) -> torch.Tensor:
+        for i in range(3):
+            x = torch.ops.layername_unhoisted_fixture.scale(x, _encode_layer_name(f"model.layers.{i}.mlp"))
+        return x
+
+    return layers, (torch.ones(2),)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import fixtures_broken_ops as broken
+from pytest_layername import compat
 from pytest_layername.audit import STR_RULE, AuditError, audit_graph, audit_namespace
 from pytest_layername.cli import main
 from pytest_layername.graph_hash import baked_constants
@@ -163,3 +164,18 @@ def test_compile_counter_explanation_uses_the_same_strings():
 def test_audit_error_is_a_value_error():
     with pytest.raises(AuditError, match="no registered ops"):
         audit_namespace("layername_nothing_here")
+
+
+@pytest.mark.skipif(not compat.opaque_support().supported, reason="needs a torch that hoists opaque types")
+def test_model_audit_finds_baked_opaque_constants(capsys):
+    """An unhoisted opaque LayerName is baked like a str: ``--model`` names the op and each baked value."""
+    code = main(["audit", "--model", "fixtures_unhoisted_impl:build_scaled_layers", "--strict", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    (site,) = data["model"]["call_sites"]
+    assert (site["op"], site["argument"], site["kind"]) == (
+        "layername_unhoisted_fixture::scale",
+        "layer_name",
+        "opaque",
+    )
+    assert site["values"] == [f"LayerName('model.layers.{i}.mlp')" for i in range(3)]

@@ -111,8 +111,15 @@ class NotHoisted(_Base, opaque_base()):  # type: ignore[misc]
         return f"NotHoisted({self.value!r})", {"NotHoisted": NotHoisted}
 
 
+class _ValuesOnly(Implementation):
+    """A synthetic implementation for the value stages only (pickle, copy, fx repr): any torch can run them."""
+
+    def mode_problem(self, mode):
+        return None
+
+
 def _broken(cls: type) -> Implementation:
-    return Implementation(f"broken_{cls.__name__}", cls, cls, lambda v: v.value if isinstance(v, cls) else v)
+    return _ValuesOnly(f"broken_{cls.__name__}", cls, cls, lambda v: v.value if isinstance(v, cls) else v)
 
 
 def _value_failures(cls: type, names: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ torch = "==2.13.0"
 expected_mode = "opaque"
 device = "cpu"
 tier = "ci"
-budgets = { max_failed = 0 }
+budgets = { max_failed = 0, opaque = {} }
 """
 
 

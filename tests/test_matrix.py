@@ -28,7 +28,7 @@ torch = "==2.10.0"
 expected_mode = "string"
 device = "cpu"
 tier = "ci"
-budgets = { max_failed = 0 }
+budgets = { max_failed = 0, string = {} }
 """
 
 
@@ -45,7 +45,7 @@ def cell_text(**fields: str) -> str:
         "expected_mode": '"string"',
         "device": '"cpu"',
         "tier": '"ci"',
-        "budgets": "{ max_failed = 0 }",
+        "budgets": "{ max_failed = 0, string = {} }",
     }
     lines.update(fields)
     body = "\n".join(f"{key} = {value}" for key, value in lines.items() if value is not None)
@@ -101,10 +101,20 @@ def test_stat_budgets_name_compile_stats_counts():
         ({"device": '"tpu"'}, "device 'tpu' is not one of cpu, cuda"),
         ({"device": "3"}, "device must be a string, got int 3"),
         ({"tier": '""'}, "tier must not be empty"),
-        ({"budgets": "{ max_failed = -1 }"}, "budgets.max_failed must be >= 0"),
-        ({"budgets": "{ max_failed = true }"}, "budgets.max_failed must be an integer, got True"),
-        ({"budgets": "{ max_failed = 0, max_uniq = 3 }"}, "unknown budget 'max_uniq'"),
-        ({"budgets": "{ min_passed = 1 }"}, "budgets lacks 'max_failed'"),
+        ({"budgets": "{ max_failed = -1, string = {} }"}, "budgets.max_failed must be >= 0"),
+        ({"budgets": "{ max_failed = true, string = {} }"}, "budgets.max_failed must be an integer, got True"),
+        ({"budgets": "{ max_failed = 0, max_uniq = 3, string = {} }"}, "unknown budget 'max_uniq'"),
+        ({"budgets": "{ min_passed = 1, string = {} }"}, "budgets lacks 'max_failed'"),
+        ({"budgets": "{ max_failed = 0 }"}, "no stat budgets for mode(s) string: add budgets.string"),
+        ({"budgets": "{ max_failed = 0, max_unique_pieces = 3, string = {} }"}, "must sit in a per-mode table"),
+        ({"budgets": "{ max_failed = 0, string = { max_unique_pieces = -1 } }"}, "budgets.string.max_unique_pieces"),
+        ({"budgets": "{ max_failed = 0, string = {}, opaque = {} }"}, "budgets.opaque is set but the cell does not"),
+        ({"modes": '["opaque", "string"]'}, "torch below 2.11 cannot run opaque mode"),
+        ({"modes": '["opaque"]'}, "modes must list distinct modes including expected_mode 'string'"),
+        ({"modes": '["fast"]'}, "modes ['fast'] are not among"),
+        ({"known_bugs": '["no-such-bug"]'}, "known_bugs names 'no-such-bug', which known_bugs.toml does not define"),
+        ({"known_bugs": '["hoisted-kwargs-nyi"]'}, "known bug 'hoisted-kwargs-nyi' is for torch >=2.11, not ==2.10.0"),
+        ({"install": '"prebuilt"'}, "install must be a table of index_url"),
         ({"install": '{ index = "x" }'}, "unknown install key 'index'"),
         ({"install": "{ find_links = '/opt' }"}, "install.find_links must be a list"),
         ({"budget_tests": "[]"}, "budget_tests must list non-empty nodeid patterns"),
@@ -148,7 +158,7 @@ def test_cell_fields_and_install_options(tmp_path):
     text = cell_text(
         install='{ index_url = "https://i/simple", extra_index_urls = ["https://e"], find_links = ["/w"], pre = true }',
         budget_tests='["*::test_a*"]',
-        budgets="{ max_failed = 2, min_passed = 5, max_unique_pieces = 3 }",
+        budgets="{ max_failed = 2, min_passed = 5, string = { max_unique_pieces = 3 } }",
     )
     cell = load_matrix(write(tmp_path, text)).cell("c1")
     assert cell.requirement == "torch==2.10.0"
@@ -162,7 +172,7 @@ def test_cell_fields_and_install_options(tmp_path):
         "--pre",
     ]
     assert (cell.max_failed, cell.min_passed, cell.max_skipped) == (2, 5, None)
-    assert cell.stat_budgets() == {"unique_pieces": 3}
+    assert cell.stat_budgets("string") == {"unique_pieces": 3} and cell.stat_budgets("opaque") == {}
     assert cell.budgeted("suite/test_models.py::test_a[opaque]")
     assert not cell.budgeted("suite/test_models.py::test_b[opaque]")
     assert cell.allows("2.10.0+cu128") and not cell.allows("2.10.1")
@@ -272,3 +282,25 @@ def test_device_available_without_and_with_a_gpu(tmp_path, monkeypatch):
     assert not present and "lists no GPU (exit 6)" in reason
     _fake_nvidia_smi(tmp_path, "GPU 0: NVIDIA H200 (UUID: GPU-x)")
     assert matrix.device_available("cuda") == (True, "GPU 0: NVIDIA H200 (UUID: GPU-x)")
+
+
+def test_both_modes_preinstalled_and_known_bugs(tmp_path):
+    text = cell_text(
+        torch='"==2.11.0"',
+        expected_mode='"opaque"',
+        modes='["string", "opaque"]',
+        install='"preinstalled"',
+        known_bugs='["pytorch-175973"]',
+        budgets="{ max_failed = 0, opaque = { max_unique_pieces = 4 }, string = { max_unique_pieces = 33 } }",
+    )
+    cell = load_matrix(write(tmp_path, text)).cell("c1")
+    assert cell.run_modes == ("opaque", "string") and cell.mode_option == "both"
+    assert cell.stat_budgets("opaque") == {"unique_pieces": 4} and cell.stat_budgets("string") == {"unique_pieces": 33}
+    assert cell.install.preinstalled and cell.install.options() == []
+    assert cell.known_bugs == ("pytorch-175973",)
+
+
+def test_project_matrix_runs_both_modes_from_2_11_and_pins_known_bugs():
+    for cell in load_matrix(MATRIX_TOML).cells:
+        assert cell.run_modes == (("opaque", "string") if cell.expected_mode == "opaque" else ("string",)), cell.name
+        assert cell.budgets.get("max_skipped") is not None, f"{cell.name}: every cell limits its skips"

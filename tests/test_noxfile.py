@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -91,8 +92,9 @@ def test_cuda_cell_without_gpu_skips_and_the_gate_sees_a_skip(tmp_path):
         text=True,
         check=False,
     )
-    assert gate.returncode == 1
-    assert "FAIL: skipped (no cuda: nvidia-smi -L lists no GPU (exit 6)" in gate.stdout
+    assert gate.returncode == 1  # the only required cell was not gated: nothing was judged
+    assert "not gated (no cuda: nvidia-smi -L lists no GPU (exit 6)" in gate.stdout
+    assert "NOT GATED: tier(s) gpu" in gate.stdout and "no required cell was gated" in gate.stdout
 
 
 @pytest.mark.slow
@@ -106,13 +108,66 @@ def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
     matrix_file = tmp_path / "matrix.toml"
     matrix_file.write_text(
         f'[cells.here]\ntorch = "=={version}"\nexpected_mode = "{auto_mode()}"\ndevice = "cpu"\ntier = "t"\n'
-        'pytest_args = ["-k", "test_schema_takes_opaque_or_str"]\nbudgets = { max_failed = 0 }\n',
+        'pytest_args = ["-k", "test_schema_takes_opaque_or_str"]\n'
+        f"budgets = {{ max_failed = 0, {auto_mode()} = {{}} }}\n",
         encoding="utf-8",
     )
     reports = tmp_path / "reports"
     env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
     done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"here: detected mode {auto_mode()} as expected" in done.stderr
+    assert f"here: detected mode {auto_mode()} as expected" in done.stdout + done.stderr
     assert (reports / "here.json").is_file() and (reports / "here.xml").is_file()
     assert "gate: PASS (1/1 required cells passed)" in done.stdout + done.stderr
+
+
+def test_preinstalled_cell_uses_the_environments_torch_without_installing(tmp_path):
+    """``install = "preinstalled"``: nothing is installed; the environment's own torch is checked and run."""
+    import torch
+
+    from pytest_layername.modes import auto_mode
+
+    version = torch.__version__.split("+")[0]
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        f'[cells.pre]\ntorch = "=={version}"\nexpected_mode = "{auto_mode()}"\ndevice = "cpu"\ntier = "t"\n'
+        'install = "preinstalled"\npytest_args = ["-k", "test_schema_takes_opaque_or_str"]\n'
+        f"budgets = {{ max_failed = 0, {auto_mode()} = {{}} }}\n",
+        encoding="utf-8",
+    )
+    reports = tmp_path / "reports"
+    env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
+    done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(pre)", env=env, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "pip install" not in output, "a preinstalled cell must not install anything"
+    assert f"pre: torch {torch.__version__}" in output
+    report = json.loads((reports / "pre.json").read_text(encoding="utf-8"))
+    assert report["run"]["torch"] == torch.__version__ and report["summary"]["passed"] >= 1
+
+
+def test_preinstalled_cell_with_the_wrong_torch_fails_clearly(tmp_path):
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        '[cells.old]\ntorch = "==2.9.1"\nexpected_mode = "string"\ndevice = "cpu"\ntier = "t"\n'
+        'install = "preinstalled"\nbudgets = { max_failed = 0, string = {} }\n',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_layername",
+            "cell",
+            "old",
+            "--matrix",
+            str(matrix_file),
+            "--reports",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "old: the environment's own torch" in done.stderr and "is not torch==2.9.1" in done.stderr

@@ -15,7 +15,6 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import platform
 import queue
 import shlex
 import subprocess
@@ -31,8 +30,9 @@ from typing import Any
 import torch
 
 from .backend import INNER_COMPILERS
+from .environment import check_device, environment_facts
 from .impl import REFERENCE_IMPL, load_implementation
-from .measure import check_device, measure_compile, warm_up_compiler
+from .measure import measure_compile, warm_up_compiler
 from .models import MODEL_NAMES
 from .modes import MODES, REQUESTABLE, resolve_modes
 
@@ -272,22 +272,12 @@ def run_suite_timing(timeout: float = 1800) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """Torch, python, platform, cores and CPU model of this machine."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The environment (:func:`~.environment.environment_facts` on the CPU), cores, CPU model, compile threads."""
+    facts = environment_facts("cpu")
     return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **facts,
         "cores": os.cpu_count(),
-        "cpu": cpu,
-        "cuda_available": torch.cuda.is_available(),
+        "cpu": facts["device_name"],
         "inductor_compile_threads": torch._inductor.config.compile_threads,
     }
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from collections.abc import Sequence
 
 import torch
 
 from .backend import INNER_COMPILERS, BackendError
-from .compat import opaque_support
+from .environment import DeviceError, default_device, environment_facts
 from .impl import REFERENCE_IMPL, ImplementationError, load_implementation
-from .measure import DeviceError, default_device, measure_compile, warm_up_compiler
+from .measure import measure_compile, warm_up_compiler
 from .models import MODEL_NAMES, ModelError
 from .modes import REQUESTABLE, ModeError, auto_mode, resolve_modes
 
@@ -22,14 +21,7 @@ USAGE_ERRORS = (ModeError, ImplementationError, ModelError, DeviceError, Backend
 
 def probe() -> dict[str, object]:
     """What this environment offers: torch, opaque support and why not, the auto mode, the device."""
-    return {
-        **opaque_support().as_dict(),
-        "auto_mode": auto_mode(),
-        "device": default_device(),
-        "cuda_available": torch.cuda.is_available(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    return {**environment_facts(default_device()), "auto_mode": auto_mode()}
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -94,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_compile_stats)
 
-    from . import audit, bench, gate, matrix
+    from . import audit, bench, cell, gate, matrix
 
     matrix.add_parser(sub)
+    cell.add_parser(sub)
     gate.add_parser(sub)
     bench.add_parser(sub)
     audit.add_parser(sub)

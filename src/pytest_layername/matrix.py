@@ -38,11 +38,13 @@ DEFAULT_MATRIX = "matrix.toml"
 DEFAULT_REPORTS_DIR = "reports"
 
 REQUIRED_FIELDS = ("torch", "expected_mode", "device", "tier", "budgets")
-OPTIONAL_FIELDS = ("install", "budget_tests", "pytest_args", "description")
+OPTIONAL_FIELDS = ("modes", "install", "budget_tests", "known_bugs", "pytest_args", "description")
 INSTALL_FIELDS = ("index_url", "extra_index_urls", "find_links", "pre")
+#: ``install = "preinstalled"``: use the torch already in the environment (GPU images, vendor containers).
+PREINSTALLED = "preinstalled"
 #: Per-cell limits on the report's summary.
 SUMMARY_BUDGETS = ("max_failed", "min_passed", "max_skipped")
-#: Per-cell maxima over ``stats`` of the ``budget_tests`` run in the expected mode (``CompileStats`` counts).
+#: Per-mode maxima (``budgets.<mode>``) over ``stats`` of the ``budget_tests`` run in that mode.
 STAT_BUDGETS = (
     "max_pieces",
     "max_unique_pieces",
@@ -52,7 +54,6 @@ STAT_BUDGETS = (
     "max_dynamo_frames",
     "max_hash_disagreements",
 )
-BUDGET_FIELDS = SUMMARY_BUDGETS + STAT_BUDGETS
 
 
 class MatrixError(ValueError):
@@ -67,6 +68,7 @@ class Install:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     pre: bool = False
+    preinstalled: bool = False  # install nothing: check the environment's own torch against the spec
 
     def options(self) -> list[str]:
         """Installer command-line options (understood by both ``pip install`` and ``uv pip install``)."""
@@ -91,11 +93,24 @@ class Cell:
     expected_mode: str
     device: str
     tier: str
-    budgets: dict[str, int]
+    budgets: dict[str, int]  # summary budgets (max_failed, min_passed, max_skipped)
+    mode_budgets: dict[str, dict[str, int]] = field(default_factory=dict)  # mode -> stat budgets
+    modes: tuple[str, ...] = ()  # the modes the suite runs; default (expected_mode,)
     install: Install = field(default_factory=Install)
     budget_tests: tuple[str, ...] = ("*",)
+    known_bugs: tuple[str, ...] = ()  # ids of known_bugs.toml this cell's torch must hit
     pytest_args: tuple[str, ...] = ()
     description: str = ""
+
+    @property
+    def run_modes(self) -> tuple[str, ...]:
+        """The modes the cell's suite runs (``--layername-mode=both`` when two)."""
+        return self.modes or (self.expected_mode,)
+
+    @property
+    def mode_option(self) -> str:
+        """``--layername-mode`` for this cell: ``both``, or the one mode."""
+        return "both" if len(self.run_modes) > 1 else self.run_modes[0]
 
     @property
     def requirement(self) -> str:
@@ -123,9 +138,9 @@ class Cell:
         """Whether the stat budgets apply to the test ``nodeid`` (it matches a ``budget_tests`` pattern)."""
         return any(fnmatch.fnmatchcase(nodeid, pattern) for pattern in self.budget_tests)
 
-    def stat_budgets(self) -> dict[str, int]:
-        """``{stat name: maximum}`` for the stat budgets this cell sets (e.g. ``{"unique_pieces": 3}``)."""
-        return {key.removeprefix("max_"): value for key, value in self.budgets.items() if key in STAT_BUDGETS}
+    def stat_budgets(self, mode: str) -> dict[str, int]:
+        """``{stat name: maximum}`` for the stat budgets of ``mode`` (e.g. ``{"unique_pieces": 3}``)."""
+        return {key.removeprefix("max_"): value for key, value in self.mode_budgets.get(mode, {}).items()}
 
     def allows(self, torch_version: str) -> bool:
         """Whether ``torch_version`` (local tags such as ``+cpu`` allowed) satisfies this cell's spec."""
@@ -146,6 +161,7 @@ class Cell:
             "cell": self.name,
             "torch": str(self.torch),
             "expected_mode": self.expected_mode,
+            "modes": list(self.run_modes),
             "device": self.device,
             "tier": self.tier,
             "session": f"matrix({self.name})",
@@ -242,6 +258,10 @@ def mode_for_spec(spec: SpecifierSet, where: str) -> str:
 
 
 def _parse_install(value: Any, where: str) -> Install:
+    if value == PREINSTALLED:
+        return Install(preinstalled=True)
+    if isinstance(value, str):
+        raise MatrixError(f"{where}: install must be a table of {', '.join(INSTALL_FIELDS)} or {PREINSTALLED!r}")
     _expect(value, dict, where, "install")
     _unknown(value, INSTALL_FIELDS, where, "install key")
     index_url = value.get("index_url")
@@ -257,15 +277,65 @@ def _parse_install(value: Any, where: str) -> Install:
     )
 
 
-def _parse_budgets(value: Any, where: str) -> dict[str, int]:
+def _limits(table: dict[str, Any], allowed: Sequence[str], where: str, prefix: str) -> dict[str, int]:
+    _unknown(table, allowed, where, "budget")
+    for key, limit in table.items():
+        if _expect(limit, int, where, f"{prefix}.{key}") < 0:
+            raise MatrixError(f"{where}: {prefix}.{key} must be >= 0, got {limit}")
+    return dict(table)
+
+
+def _parse_budgets(value: Any, modes: Sequence[str], where: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Summary budgets, and one table of stat budgets per mode the cell runs (``budgets.opaque`` ...)."""
     _expect(value, dict, where, "budgets")
-    _unknown(value, BUDGET_FIELDS, where, "budget")
-    if "max_failed" not in value:
+    summary = {k: v for k, v in value.items() if k not in EXPECTED_MODES}
+    if misplaced := sorted(set(summary) & set(STAT_BUDGETS)):
+        raise MatrixError(
+            f"{where}: {', '.join(misplaced)} must sit in a per-mode table, e.g. budgets.{modes[0]} = "
+            f"{{ {misplaced[0]} = ... }} (each mode the cell runs has its own stat budgets)"
+        )
+    summary = _limits(summary, SUMMARY_BUDGETS, where, "budgets")
+    if "max_failed" not in summary:
         raise MatrixError(f"{where}: budgets lacks 'max_failed' (the most failed or errored tests allowed, e.g. 0)")
-    for key, limit in value.items():
-        if _expect(limit, int, where, f"budgets.{key}") < 0:
-            raise MatrixError(f"{where}: budgets.{key} must be >= 0, got {limit}")
-    return dict(value)
+    per_mode = {}
+    for mode in EXPECTED_MODES:
+        if mode in value:
+            if mode not in modes:
+                raise MatrixError(f"{where}: budgets.{mode} is set but the cell does not run {mode} mode")
+            table = _expect(value[mode], dict, where, f"budgets.{mode}")
+            per_mode[mode] = _limits(table, STAT_BUDGETS, where, f"budgets.{mode}")
+    if missing := [mode for mode in modes if mode not in per_mode]:
+        raise MatrixError(
+            f"{where}: no stat budgets for mode(s) {', '.join(missing)}: add budgets.{missing[0]} = {{...}}"
+        )
+    return summary, per_mode
+
+
+def _parse_modes(value: Any, expected_mode: str, where: str) -> tuple[str, ...]:
+    modes = _string_list(value, where, "modes")
+    if unknown := [m for m in modes if m not in EXPECTED_MODES]:
+        raise MatrixError(f"{where}: modes {unknown} are not among {', '.join(EXPECTED_MODES)}")
+    if len(set(modes)) != len(modes) or expected_mode not in modes:
+        raise MatrixError(f"{where}: modes must list distinct modes including expected_mode {expected_mode!r}")
+    if expected_mode == "string" and "opaque" in modes:
+        raise MatrixError(f"{where}: torch below {OPAQUE_MIN_VERSION} cannot run opaque mode")
+    return tuple(m for m in ("opaque", "string") if m in modes)  # the order --layername-mode=both runs
+
+
+def _parse_known_bugs(value: Any, spec: SpecifierSet, device: str, where: str) -> tuple[str, ...]:
+    from .known_bugs import registry
+
+    ids = _string_list(value, where, "known_bugs")
+    bugs = registry()
+    for bug_id in ids:
+        if bug_id not in bugs:
+            raise MatrixError(f"{where}: known_bugs names {bug_id!r}, which known_bugs.toml does not define")
+        bug = bugs[bug_id]
+        pinned = [Version(c.version) for c in spec if c.operator == "==" and "*" not in c.version]
+        if pinned and not bug.applies(str(pinned[0]), device):
+            on = f" on {bug.device}" if bug.device else ""
+            raise MatrixError(f"{where}: known bug {bug_id!r} is for torch {bug.torch}{on}, not {spec} on {device}")
+    return ids
 
 
 def parse_cell(name: str, table: Any, where: str) -> Cell:
@@ -299,15 +369,20 @@ def parse_cell(name: str, table: Any, where: str) -> Cell:
     tier = _expect(table["tier"], str, where, "tier")
     if not tier:
         raise MatrixError(f"{where}: tier must not be empty")
+    modes = _parse_modes(table.get("modes", [mode]), mode, where)
+    summary, per_mode = _parse_budgets(table["budgets"], modes, where)
     return Cell(
         name=name,
         torch=spec,
         expected_mode=mode,
         device=device,
         tier=tier,
-        budgets=_parse_budgets(table["budgets"], where),
+        budgets=summary,
+        mode_budgets=per_mode,
+        modes=modes,
         install=_parse_install(table.get("install", {}), where),
         budget_tests=_patterns(table.get("budget_tests", ["*"]), where),
+        known_bugs=_parse_known_bugs(table.get("known_bugs", []), spec, device, where),
         pytest_args=_string_list(table.get("pytest_args", []), where, "pytest_args"),
         description=_expect(table.get("description", ""), str, where, "description"),
     )
@@ -402,10 +477,11 @@ def _cmd_matrix(args: Any) -> int:
     if args.github:
         print(json.dumps(matrix.github_matrix(args.tier, args.cell), separators=(",", ":")))
         return 0
-    rows = [("cell", "torch", "mode", "device", "tier", "budgets")]
+    rows = [("cell", "torch", "modes", "device", "tier", "budgets")]
     for c in cells:
         budgets = " ".join(f"{k}={v}" for k, v in c.budgets.items())
-        rows.append((c.name, str(c.torch), c.expected_mode, c.device, c.tier, budgets))
+        budgets += "".join(f" {m}:" + ",".join(f"{k}={v}" for k, v in b.items()) for m, b in c.mode_budgets.items())
+        rows.append((c.name, str(c.torch), ",".join(c.run_modes), c.device, c.tier, budgets))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=False)) + "  " + row[-1])

@@ -9,25 +9,11 @@ from typing import Any
 
 import torch
 
+from .environment import check_device
 from .impl import Implementation, load_implementation
 from .models import build_model, run
 from .modes import Mode
 from .stats import CompileStats, compile_session
-
-
-class DeviceError(ValueError):
-    """A device that this machine does not have."""
-
-
-def check_device(device: str) -> str:
-    """``device`` if this machine has it, else a :class:`DeviceError` saying so."""
-    if device == "cpu":
-        return device
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' requested but torch.cuda.is_available() is False on this machine")
-        return device
-    raise DeviceError(f"unknown device {device!r}; choose cpu or cuda")
 
 
 def _warm_up_fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -40,10 +26,6 @@ def warm_up_compiler(compiler: str) -> float:
     with compile_session():
         torch.compile(_warm_up_fn, backend=compiler)(torch.randn(8, 16), torch.randn(16, 16))
     return time.perf_counter() - start
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass

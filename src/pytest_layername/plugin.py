@@ -17,15 +17,17 @@ import pytest
 import torch
 
 from .compat import opaque_support
+from .environment import DEVICES, DeviceError, environment_facts, resolve_device
 from .expectations import expect_counts
 from .fusion_log import FusionLog, fusion_log
 from .impl import REFERENCE_IMPL, Implementation, ImplementationError, load_implementation
-from .measure import default_device
+from .known_bugs import KnownBug, active_bugs
 from .modes import REQUESTABLE, Mode, ModeError, auto_mode, resolve_modes
 from .reporting import ReportCollector, register_xdist_hooks
 from .stats import CompileSession, CompileStats, compile_session
 
 ENV_MODE = "LAYERNAME_MODE"
+ENV_DEVICE = "LAYERNAME_DEVICE"
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 MARKERS = (
     "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
@@ -45,6 +47,8 @@ class LayernameConfig:
     impl: Implementation
     native_mode: Mode  # what the implementation's own encoder produces by default
     not_exercised: dict[str, str]  # mode -> why the implementation cannot be switched to it
+    device: str  # "cpu" or "cuda": where every suite model, op and fusion test runs
+    known_bugs: tuple[KnownBug, ...]  # the registered torch bugs this torch and device have
     allow_unhoisted: bool = False
 
     def opaque_problem(self) -> tuple[str, bool] | None:
@@ -58,11 +62,14 @@ class LayernameConfig:
         support = opaque_support()
         opaque = "supported" if support.supported else f"unsupported ({support.reason})"
         switch = self.impl.switch or "none"
+        facts = environment_facts(self.device)
+        cuda = f", CUDA {facts['cuda_version']}, driver {facts['driver_version']}" if self.device == "cuda" else ""
         lines = [
             f"layername: torch {torch.__version__}, opaque {opaque}, mode {self.requested_mode} -> "
             f"{','.join(self.modes)}, impl {self.impl.module_name} (native {self.native_mode}, switch {switch}), "
-            f"device {default_device()}"
+            f"device {self.device} ({facts['device_name']}{cuda})"
         ]
+        lines += [f"layername: known torch bug {bug.id} expected ({bug.url})" for bug in self.known_bugs]
         lines += [f"layername: {mode} mode NOT EXERCISED: {why}" for mode, why in self.not_exercised.items()]
         if (problem := self.opaque_problem()) and "opaque" in self.modes:
             verdict = "opaque-mode tests FAIL" if problem[1] else "opaque-mode tests skip"
@@ -73,6 +80,7 @@ class LayernameConfig:
 CONFIG_KEY = pytest.StashKey[LayernameConfig]()
 STATS_KEY = pytest.StashKey[CompileStats]()
 FUSION_KEY = pytest.StashKey[FusionLog]()
+KNOWN_BUG_KEY = pytest.StashKey[KnownBug]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,6 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
     group.addoption(
+        "--layername-device",
+        choices=DEVICES,
+        default=None,
+        help=f"where suite models, ops and fusion tests run: {'|'.join(DEVICES)} (default: ini layername_device, "
+        f"env {ENV_DEVICE}, else auto = cuda when available)",
+    )
+    group.addoption(
         "--layername-allow-unhoisted",
         action="store_true",
         default=False,
@@ -98,6 +113,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
+    parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
 
 
 def _requested_mode(config: pytest.Config) -> str:
@@ -109,10 +125,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     requested = _requested_mode(config)
     impl_name = config.getoption("layername_impl") or config.getini("layername_impl") or REFERENCE_IMPL
+    device_option = config.getoption("layername_device") or config.getini("layername_device")
     try:
         requested_modes = resolve_modes(requested)
         impl = load_implementation(impl_name)
-    except (ModeError, ImplementationError) as error:
+        device = resolve_device(device_option or os.environ.get(ENV_DEVICE) or "auto")
+    except (ModeError, ImplementationError, DeviceError) as error:
         raise pytest.UsageError(f"layername: {error}") from error
     if requested == "opaque" and (reason := impl.opaque_unavailable_reason()):
         raise pytest.UsageError(f"layername: mode 'opaque' is unavailable with {impl.module_name}: {reason}")
@@ -122,7 +140,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not modes:
         raise pytest.UsageError(f"layername: no requested mode can run: {'; '.join(not_exercised.values())}")
     config.stash[CONFIG_KEY] = LayernameConfig(
-        requested, modes, impl, impl.native_mode(), not_exercised, config.getoption("layername_allow_unhoisted")
+        requested,
+        modes,
+        impl,
+        impl.native_mode(),
+        not_exercised,
+        device,
+        tuple(active_bugs(torch.__version__, device)),
+        config.getoption("layername_allow_unhoisted"),
     )
     _isolate_inductor_cache(config)
     report_path = config.getoption("layername_report")
@@ -152,8 +177,8 @@ def _isolate_inductor_cache(config: pytest.Config) -> None:
 
 def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
     return {
-        **opaque_support().as_dict(),
-        "device": default_device(),
+        **environment_facts(cfg.device),
+        "known_bugs": [bug.as_dict() for bug in cfg.known_bugs],
         "impl": cfg.impl.module_name,
         "impl_native_mode": cfg.native_mode,
         "impl_switch": cfg.impl.switch,
@@ -209,8 +234,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if fail:  # a broken implementation is a failure, never a skip
             pytest.fail(f"layername: {reason} (--layername-allow-unhoisted skips instead)", pytrace=False)
         pytest.skip(f"requires_opaque: {reason}")
-    if item.get_closest_marker("requires_cuda") and not torch.cuda.is_available():
-        pytest.skip("requires_cuda: torch.cuda.is_available() is False")
+    if item.get_closest_marker("requires_cuda") and cfg.device != "cuda":
+        why = (
+            "no CUDA device: torch.cuda.is_available() is False"
+            if not torch.cuda.is_available()
+            else ("the run's device is cpu (--layername-device)")
+        )
+        pytest.skip(f"requires_cuda: {why}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tie each test a known torch bug covers (on this torch and device) to that bug."""
+    bugs = config.stash[CONFIG_KEY].known_bugs
+    for item in items:
+        if bug := next((b for b in bugs if b.covers(item.nodeid)), None):
+            item.stash[KNOWN_BUG_KEY] = bug
+
+
+@pytest.fixture(scope="session")
+def layername_device(pytestconfig: pytest.Config) -> str:
+    """``"cpu"`` or ``"cuda"``: where suite models, ops and fusion tests run (``--layername-device``)."""
+    return pytestconfig.stash[CONFIG_KEY].device
 
 
 @pytest.fixture(scope="session")
@@ -293,20 +337,43 @@ def fusion_matches(request: pytest.FixtureRequest, layername_mode: Mode) -> Iter
 
 
 @pytest.fixture
-def layername_roundtrip(layername_impl: Implementation, layername_mode: Mode) -> Callable[[Iterable[str]], None]:
+def layername_roundtrip(
+    layername_impl: Implementation, layername_mode: Mode, layername_device: str
+) -> Callable[[Iterable[str]], None]:
     """``layername_roundtrip(names)`` asserts encode/resolve round-trips (pickle, deepcopy, fx repr, compiled)."""
     from .roundtrip import assert_roundtrip
 
     def check(names: Iterable[str]) -> None:
         __tracebackhide__ = True
-        assert_roundtrip(layername_impl, layername_mode, list(names))
+        assert_roundtrip(layername_impl, layername_mode, list(names), device=layername_device)
 
     return check
+
+
+def _apply_known_bug(bug: KnownBug, report: pytest.TestReport) -> None:
+    """A strict expected failure: failing for the bug's reason is expected; passing or another failure fails."""
+    if report.failed and bug.explains(report.longreprtext):
+        report.outcome = "skipped"
+        report.wasxfail = f"known torch bug {bug.id}: {bug.summary} ({bug.url})"
+    elif report.failed:
+        report.sections.append(
+            ("layername known bug", f"expected {bug.id} (failure matching {bug.match!r}) but it failed otherwise")
+        )
+    elif report.passed:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"[XPASS(strict)] known torch bug {bug.id} ({bug.url}) no longer fails on torch {torch.__version__}: "
+            f"narrow its torch range ({bug.torch}) in known_bugs.toml and the cells' known_bugs"
+        )
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
+    bug = item.stash.get(KNOWN_BUG_KEY, None)
+    if bug is not None and report.when == "call":
+        _apply_known_bug(bug, report)
+    report.layername_known_bug = bug.id if bug is not None else None
     callspec = getattr(item, "callspec", None)
     report.layername_mode = callspec.params.get("layername_mode") if callspec else None
     stats = item.stash.get(STATS_KEY, None)

@@ -19,7 +19,7 @@ from typing import Any
 
 SCHEMA_VERSION = 2
 SCHEMA_FILE = "report.schema.json"
-OUTCOMES = ("passed", "failed", "skipped", "error")
+OUTCOMES = ("passed", "failed", "skipped", "xfailed", "error")
 
 
 class ReportError(ValueError):

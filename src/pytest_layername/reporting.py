@@ -17,7 +17,15 @@ from .report import SCHEMA_VERSION, summarize, write_report
 
 
 def _entry(nodeid: str, outcome: str) -> dict[str, Any]:
-    return {"nodeid": nodeid, "mode": None, "outcome": outcome, "duration": 0.0, "stats": None, "fusion": None}
+    return {
+        "nodeid": nodeid,
+        "mode": None,
+        "outcome": outcome,
+        "duration": 0.0,
+        "stats": None,
+        "fusion": None,
+        "known_bug": None,
+    }
 
 
 def _now() -> str:
@@ -41,18 +49,9 @@ class ReportCollector:
         self.incomplete_reasons: list[str] = []
 
     def _record(self, report: pytest.TestReport) -> dict[str, Any]:
-        entry = self.tests.setdefault(
-            report.nodeid,
-            {
-                "nodeid": report.nodeid,
-                "mode": None,
-                "outcome": "passed",
-                "duration": 0.0,
-                "stats": None,
-                "fusion": None,
-            },
-        )
+        entry = self.tests.setdefault(report.nodeid, _entry(report.nodeid, "passed"))
         entry["mode"] = getattr(report, "layername_mode", None) or entry["mode"]
+        entry["known_bug"] = getattr(report, "layername_known_bug", None) or entry["known_bug"]
         entry["duration"] = round(entry["duration"] + report.duration, 4)
         for key, attribute in (("stats", "layername_stats"), ("fusion", "layername_fusion")):
             if getattr(report, attribute, None) is not None:
@@ -64,7 +63,7 @@ class ReportCollector:
         if report.failed:
             entry["outcome"] = "failed" if report.when == "call" else "error"
         elif report.skipped and entry["outcome"] == "passed":
-            entry["outcome"] = "skipped"
+            entry["outcome"] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
         if report.when == "teardown":
             self.write(complete=False, reason="run in progress")
 

@@ -195,10 +195,12 @@ def _graph_failures(
     ]
 
 
-def _compiled_failures(impl: Implementation, mode: Mode, names: Sequence[str], compiler: str) -> list[StageFailure]:
+def _compiled_failures(
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str, device: str
+) -> list[StageFailure]:
     stage = f"compiled({compiler})"
     probe = Probe(impl, mode, names)
-    x = torch.zeros(2)
+    x = torch.zeros(2, device=device)
     capture = _Capture(compiler)
     torch._dynamo.reset()  # a fresh probe per call: without a reset, calls would pile up as recompiles
     with _recording() as received, impl.use_mode(mode):
@@ -215,19 +217,21 @@ def _compiled_failures(impl: Implementation, mode: Mode, names: Sequence[str], c
 
 
 def check_roundtrip(
-    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager"
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager", device: str = "cpu"
 ) -> list[StageFailure]:
     """Every (name, stage) that failed: value stages per name, then one compiled graph over all names."""
     names = list(names)
     if not names:
         raise ValueError("check_roundtrip needs at least one layer name")
     failures = [f for name in names for f in _value_failures(impl, mode, name)]
-    return failures + _compiled_failures(impl, mode, names, compiler)
+    return failures + _compiled_failures(impl, mode, names, compiler, device)
 
 
-def assert_roundtrip(impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager") -> None:
+def assert_roundtrip(
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager", device: str = "cpu"
+) -> None:
     """Raise :class:`RoundTripError` unless every name survives every stage (see :data:`STAGES`)."""
-    if failures := check_roundtrip(impl, mode, names, compiler):
+    if failures := check_roundtrip(impl, mode, names, compiler, device):
         raise RoundTripError(impl, mode, failures)
 
 
@@ -246,6 +250,7 @@ class CacheRoundTrip:
     received_reloaded: list[Any] = field(default_factory=list)
     cache_hits: int = 0  # AOT-autograd + FX-graph cache hits during the reload
     cache_misses: int = 0  # during the reload
+    device: str = "cpu"
 
 
 def _cache_counts() -> tuple[int, int]:
@@ -258,12 +263,16 @@ def _cache_counts() -> tuple[int, int]:
 def _reload_via_cache(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
     with compile_session(fresh_inductor_cache=True):
         with _recording() as received:
-            torch.compile(Probe(impl, mode, result.names), backend="inductor", fullgraph=True)(torch.zeros(2))
+            torch.compile(Probe(impl, mode, result.names), backend="inductor", fullgraph=True)(
+                torch.zeros(2, device=result.device)
+            )
             result.received_first = list(received)
         torch._dynamo.reset()  # forget the in-memory artifact: the next compile must come from the cache
         hits, misses = _cache_counts()
         with _recording() as received:
-            torch.compile(Probe(impl, mode, result.reload_names), backend="inductor", fullgraph=True)(torch.zeros(2))
+            torch.compile(Probe(impl, mode, result.reload_names), backend="inductor", fullgraph=True)(
+                torch.zeros(2, device=result.device)
+            )
             result.received_reloaded = list(received)
         now_hits, now_misses = _cache_counts()
         result.cache_hits, result.cache_misses = now_hits - hits, now_misses - misses
@@ -275,7 +284,9 @@ def _reload_via_standalone(impl: Implementation, mode: Mode, result: CacheRoundT
     capture = _Capture("eager")
     torch._dynamo.reset()
     with _recording() as received:
-        torch.compile(Probe(impl, mode, result.names), backend=capture, fullgraph=True)(torch.zeros(2))
+        torch.compile(Probe(impl, mode, result.names), backend=capture, fullgraph=True)(
+            torch.zeros(2, device=result.device)
+        )
         result.received_first = list(received)
     gm, example_inputs = capture.graphs[0]
     rename = dict(zip(result.names, result.reload_names, strict=True))
@@ -290,7 +301,12 @@ def _reload_via_standalone(impl: Implementation, mode: Mode, result: CacheRoundT
 
 
 def cache_roundtrip(
-    impl: Implementation, mode: Mode, names: Sequence[str], method: str = "cache_hit", rename: bool | None = None
+    impl: Implementation,
+    mode: Mode,
+    names: Sequence[str],
+    method: str = "cache_hit",
+    rename: bool | None = None,
+    device: str = "cpu",
 ) -> CacheRoundTrip:
     """Compile a probe with inductor, reload the artifact (``method``), and record what the op received.
 
@@ -308,17 +324,22 @@ def cache_roundtrip(
     names = list(names)
     fresh = {n: f"reloaded.{i}.{n}" for i, n in enumerate(dict.fromkeys(names))}
     reload_names = [fresh[n] for n in names] if rename else names
-    result = CacheRoundTrip(method, mode, names, reload_names)
+    result = CacheRoundTrip(method, mode, names, reload_names, device=device)
     with impl.use_mode(mode):
         (_reload_via_cache if method == "cache_hit" else _reload_via_standalone)(impl, mode, result)
     return result
 
 
 def assert_cache_roundtrip(
-    impl: Implementation, mode: Mode, names: Sequence[str], method: str = "cache_hit", rename: bool | None = None
+    impl: Implementation,
+    mode: Mode,
+    names: Sequence[str],
+    method: str = "cache_hit",
+    rename: bool | None = None,
+    device: str = "cpu",
 ) -> CacheRoundTrip:
     """:func:`cache_roundtrip`, raising :class:`RoundTripError` unless the op got every name both times."""
-    result = cache_roundtrip(impl, mode, names, method, rename)
+    result = cache_roundtrip(impl, mode, names, method, rename, device)
     stage = f"cache({method})"
     failures = _compare_received(result.names, result.received_first, f"{stage}, first run")
     failures += _compare_received(result.reload_names, result.received_reloaded, f"{stage}, after reload")

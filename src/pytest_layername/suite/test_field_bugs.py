@@ -20,6 +20,7 @@ impure fake implementation             all                                      
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import subprocess
@@ -74,7 +75,9 @@ def _strided_op(impl: Implementation, mode: Mode):
     return _OPS[key]
 
 
-def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(layername_impl, layername_mode, compile_counter):
+def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(
+    layername_impl, layername_mode, layername_device, compile_counter
+):
     """torch 2.11: inductor called ``.stride()`` on the opaque argument of a ``needs_fixed_stride_order`` op."""
     op = _strided_op(layername_impl, layername_mode)
 
@@ -83,7 +86,7 @@ def test_fixed_stride_order_op_with_layer_name_compiles_under_inductor(layername
             x = op(x.t() + 1, layername_impl.encode(name))  # transposed: the stride order matters
         return x
 
-    x = torch.randn(4, 6)
+    x = torch.randn(4, 6, device=layername_device)
     _received.clear()
     actual = torch.compile(layers, backend="inductor", fullgraph=True)(x)  # compile_counter: fresh Dynamo + cache
     assert _received == NAMES
@@ -233,14 +236,14 @@ def test_torch_without_hoist_falls_back_to_string_mode():
 # -- registering the type twice ---------------------------------------------------------------------
 
 
-def test_registering_twice_is_harmless(layername_impl, layername_mode, compile_counter):
+def test_registering_twice_is_harmless(layername_impl, layername_mode, layername_device, compile_counter):
     """``register_layer_name_type`` again (as a second import path would): torch still hoists; dedup still holds."""
     from pytest_layername.compat import is_hoisted_opaque_type
 
     registered = register_layer_name_type()
     assert register_layer_name_type() is registered  # no raise, same answer
     assert is_hoisted_opaque_type(LayerName) is registered  # torch's own record: still hoisted
-    model = build_model("decoder", 4, layername_impl, layername_mode)
+    model = build_model("decoder", 4, layername_impl, layername_mode, device=layername_device)
     x = model.example_input()
     torch.testing.assert_close(run(model, compile_counter.compile(model, compiler="eager"), x), run(model, model, x))
     compile_counter.expect(pieces=5, unique_pieces=3 if layername_mode == "opaque" else 5)
@@ -356,3 +359,115 @@ def test_impure_fake_breaks_dedup(layername_impl, layername_mode, compile_counte
         assert unique["counter"] > unique["pure"], unique
     else:  # strings are baked: layers are unique either way
         assert unique["counter"] >= unique["pure"], unique
+
+
+# -- hoisted objects built with keyword arguments -----------------------------------------------------
+
+
+def _echo_op(impl: Implementation):
+    key = ("echo", "opaque")
+    if key not in _OPS:
+        resolve = impl.resolve
+
+        def echo(x: torch.Tensor, layer_name: object) -> torch.Tensor:
+            _received.append(resolve(layer_name))
+            return x + 1
+
+        echo.__annotations__["layer_name"] = impl.LayerName
+        _OPS[key] = define_op("layername_fieldbugs::echo", echo, fake=lambda x, layer_name: torch.empty_like(x))
+    return _OPS[key]
+
+
+@pytest.mark.requires_opaque
+def test_layer_name_built_with_keyword_argument(layername_impl, layername_device):
+    """A layer that builds its ``LayerName(value=...)`` with a keyword inside the compiled region.
+
+    Every torch with hoisting so far raises "NYI: hoisted opaque objects that accept kwargs" (known bug
+    ``hoisted-kwargs-nyi``): engines must build layer names positionally.
+    """
+    keyword = next(iter(inspect.signature(layername_impl.LayerName).parameters))
+    op = _echo_op(layername_impl)
+
+    def layers(x: torch.Tensor) -> torch.Tensor:
+        for name in NAMES:
+            x = op(x, layername_impl.LayerName(**{keyword: name}))
+        return x
+
+    x = torch.zeros(2, device=layername_device)
+    _received.clear()
+    torch._dynamo.reset()
+    out = torch.compile(layers, backend="eager", fullgraph=True)(x)
+    assert _received == NAMES and torch.equal(out, x + len(NAMES))
+
+
+# -- torch 2.14's registration API: no deprecation message from this package ------------------------
+
+DEPRECATIONS = textwrap.dedent(
+    """
+    import functools, json, logging
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(f"{record.name}: {record.getMessage()}")
+
+    logging.getLogger("torch").addHandler(Keep(level=logging.WARNING))
+    import torch._library.opaque_object as registry
+
+    calls = []
+    for name in ("register_custom_class", "register_opaque_type"):
+        original = getattr(registry, name, None)
+        if original is not None:
+            @functools.wraps(original)  # keeps the signature the feature probe reads
+            def spy(cls, *args, _name=name, _original=original, **kwargs):
+                if cls.__module__.startswith("pytest_layername"):
+                    calls.append([_name, cls.__qualname__, kwargs.get("typ"), kwargs.get("hoist")])
+                return _original(cls, *args, **kwargs)
+            setattr(registry, name, spy)
+    from pytest_layername import compat, reference
+    from pytest_layername.impl import load_implementation
+    from pytest_layername.measure import measure_compile
+    from pytest_layername.modes import auto_mode
+    impl = load_implementation()
+    impl.mode_problem("opaque")
+    measure_compile("decoder", 2, auto_mode(), compiler="eager")
+    CONTROL
+    print(json.dumps({"records": [r for r in records if "deprecat" in r.lower()], "calls": calls}))
+    """
+)
+
+
+def _deprecations(control: str = "") -> dict[str, list]:
+    code = DEPRECATIONS.replace("CONTROL", control)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+NEW_API = hasattr(torch._library, "opaque_object") and hasattr(torch._library.opaque_object, "register_custom_class")
+
+
+def test_no_deprecation_message_and_the_newest_registration_api():
+    """Importing, registering, probing and compiling log no torch deprecation; the newest API registered us."""
+    out = _deprecations()
+    assert out["records"] == [], out["records"]
+    if NEW_API:  # torch >= 2.14: register_custom_class(typ="constant"), never the deprecated wrapper
+        assert out["calls"] == [["register_custom_class", "LayerName", "constant", True]], out["calls"]
+    elif detect_opaque_support().supported:
+        assert out["calls"] == [["register_opaque_type", "LayerName", "value", True]], out["calls"]
+    else:
+        assert out["calls"] == [], out["calls"]
+
+
+@pytest.mark.skipif(not NEW_API, reason="torch < 2.14 has no deprecated opaque-type wrappers")
+def test_deprecation_capture_sees_the_old_api():
+    """Negative control: calling the deprecated ``register_opaque_type`` on torch >= 2.14 is caught."""
+    control = (
+        "class Old(compat.opaque_base()):\n"
+        "    def __eq__(self, other): return self is other\n"
+        "    def __hash__(self): return 0\n"
+        "    def __fx_repr__(self): return 'Old()', {'Old': Old}\n"
+        "registry.register_opaque_type(Old, typ='value')"
+    )
+    out = _deprecations(control)
+    assert any("register_opaque_type is deprecated" in r for r in out["records"]), out["records"]

@@ -48,10 +48,12 @@ def _ran_for(calls, op: str) -> list[str]:
 
 @pytest.mark.parametrize("layers", [1, 4, pytest.param(16, marks=pytest.mark.slow)])
 def test_patterns_and_matches_scale_with_layers(
-    layers, layername_mode, layername_impl, compile_counter, fusion_matches
+    layers, layername_mode, layername_impl, layername_device, compile_counter, fusion_matches
 ):
     """Opaque: 1 pattern matches all N layers; string: N patterns, one match each. Fused graph, same numerics."""
-    model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8, rope_layers=None)
+    model = build_fusion_model(
+        layers, layername_impl, layername_mode, quant_dtype=FP8, rope_layers=None, device=layername_device
+    )
     names = attention_layer_names(model)
     attn = AttnQuantFusionPass(layername_impl, layername_mode, FP8, layer_names=names)
     rope = RopeKVFusionPass(layername_impl, layername_mode, layer_names=names)
@@ -77,11 +79,11 @@ def test_patterns_and_matches_scale_with_layers(
     torch.testing.assert_close(actual, expected, **QUANT_TOLERANCE[FP8])
 
 
-def test_quantization_is_real(layername_mode, layername_impl):
+def test_quantization_is_real(layername_mode, layername_impl, layername_device):
     """The static quant changes the model's output (so fusion tests compare quantized numerics), within tolerance."""
     for dtype in (FP8, INT8):
-        quantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=dtype)
-        unquantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=None)
+        quantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=dtype, device=layername_device)
+        unquantized = build_fusion_model(2, layername_impl, layername_mode, quant_dtype=None, device=layername_device)
         x = quantized.example_input()
         expected, float_out = run(quantized, quantized, x), run(unquantized, unquantized, x)
         assert not torch.equal(expected, float_out)
@@ -89,11 +91,13 @@ def test_quantization_is_real(layername_mode, layername_impl):
 
 
 def test_layers_the_passes_must_not_fuse_are_left_alone(
-    layername_mode, layername_impl, compile_counter, fusion_matches
+    layername_mode, layername_impl, layername_device, compile_counter, fusion_matches
 ):
     """int8 pass: no quant after attention, a quant to an unsupported dtype (e5m2), no rope: not fused, counted so."""
     dtypes = [INT8, None, torch.float8_e5m2, INT8]
-    model = build_fusion_model(4, layername_impl, layername_mode, quant_dtype=dtypes, rope_layers={0, 1})
+    model = build_fusion_model(
+        4, layername_impl, layername_mode, quant_dtype=dtypes, rope_layers={0, 1}, device=layername_device
+    )
     names = attention_layer_names(model)
     attn = AttnQuantFusionPass(layername_impl, layername_mode, INT8, layer_names=names)
     rope = RopeKVFusionPass(layername_impl, layername_mode, layer_names=names)
@@ -126,9 +130,11 @@ def test_unsupported_fusion_dtype_is_a_clear_error(layername_mode, layername_imp
 
 
 @pytest.mark.parametrize("layers", [8, pytest.param(32, marks=pytest.mark.slow)])
-def test_piecewise_fuses_inside_pieces(layers, layername_mode, layername_impl, compile_counter, fusion_matches):
+def test_piecewise_fuses_inside_pieces(
+    layers, layername_mode, layername_impl, layername_device, compile_counter, fusion_matches
+):
     """Split at kv_cache_update so attention+quant sit in compiled pieces: opaque 3 unique pieces, string N+1."""
-    model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8)
+    model = build_fusion_model(layers, layername_impl, layername_mode, quant_dtype=FP8, device=layername_device)
     names = attention_layer_names(model)
     attn = AttnQuantFusionPass(layername_impl, layername_mode, FP8, layer_names=names)
     expected, actual, calls = _compile_and_run(compile_counter, model, [attn], FUSION_SPLITTING_OPS)

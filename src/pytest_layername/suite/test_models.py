@@ -23,8 +23,8 @@ def expected_unique(kind: str, layers: int, mode: str) -> int:
 
 @pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
 @pytest.mark.parametrize("layers", [4, 8])
-def test_unique_pieces(kind, layers, layername_mode, layername_impl, compile_counter):
-    model = build_model(kind, layers, layername_impl, layername_mode)
+def test_unique_pieces(kind, layers, layername_mode, layername_impl, layername_device, compile_counter):
+    model = build_model(kind, layers, layername_impl, layername_mode, device=layername_device)
     x = model.example_input()
     expected = run(model, model, x)
     actual = run(model, compile_counter.compile(model, compiler="eager"), x)
@@ -36,16 +36,17 @@ def test_unique_pieces(kind, layers, layername_mode, layername_impl, compile_cou
 
 
 @pytest.mark.parametrize("layers", [32])
-def test_decoder_inductor(layers, layername_mode, layername_impl, compile_counter):
+def test_decoder_inductor(layers, layername_mode, layername_impl, layername_device, compile_counter):
     """Every piece goes to inductor; torch's FX-graph cache compiles 3 with hoisted names (N+1 with strings).
 
     The counts are torch's: ``inductor_compiles`` is FX-graph-cache misses, the rest are hits. ``expect``
     also fails if the structural hash disagrees with torch on any piece.
     """
-    model = build_model("decoder", layers, layername_impl, layername_mode)
+    model = build_model("decoder", layers, layername_impl, layername_mode, device=layername_device)
     x = model.example_input()
     expected = run(model, model, x)
     actual = run(model, compile_counter.compile(model, compiler="inductor"), x)
+    assert actual.device.type == layername_device
     torch.testing.assert_close(actual, expected)
     unique = 3 if layername_mode == "opaque" else layers + 1
     compile_counter.expect(
@@ -60,8 +61,8 @@ def test_decoder_inductor(layers, layername_mode, layername_impl, compile_counte
     assert stats.aot_autograd_cache_hits + stats.aot_autograd_cache_misses == layers + 1  # each piece looked up
 
 
-def test_second_call_does_not_recompile(layername_mode, layername_impl, compile_counter):
-    model = build_model("decoder", 4, layername_impl, layername_mode)
+def test_second_call_does_not_recompile(layername_mode, layername_impl, layername_device, compile_counter):
+    model = build_model("decoder", 4, layername_impl, layername_mode, device=layername_device)
     compiled = compile_counter.compile(model, compiler="eager")
     for seed in range(3):
         x = model.example_input(seed)
@@ -70,9 +71,9 @@ def test_second_call_does_not_recompile(layername_mode, layername_impl, compile_
 
 
 @pytest.mark.layername(modes=["opaque"])
-def test_broken_op_is_caught(layername_mode, layername_impl, compile_counter):
+def test_broken_op_is_caught(layername_mode, layername_impl, layername_device, compile_counter):
     """One op still taking ``str`` in an opaque model: the count assertion fails and names the op and string."""
-    model = break_model(build_model("decoder", 16, layername_impl, layername_mode))
+    model = break_model(build_model("decoder", 16, layername_impl, layername_mode, device=layername_device))
     x = model.example_input()
     torch.testing.assert_close(run(model, compile_counter.compile(model, compiler="eager"), x), run(model, model, x))
     with pytest.raises(CountMismatch) as caught:

@@ -18,11 +18,11 @@ def test_schema_takes_opaque_or_str(layername_mode, layername_impl):
     assert "Tensor(a3!) output" in schema
 
 
-def test_ops_find_their_layer_by_name(layername_mode, layername_impl):
-    model = build_model("decoder", 2, layername_impl, layername_mode)
+def test_ops_find_their_layer_by_name(layername_mode, layername_impl, layername_device):
+    model = build_model("decoder", 2, layername_impl, layername_mode, device=layername_device)
     ops = get_ops(layername_impl, layername_mode)
     layer = model.layers[1].mixer
-    key = torch.randn(model.tokens, layer.heads, layer.head_dim)
+    key = torch.randn(model.tokens, layer.heads, layer.head_dim, device=layername_device)
     with model.context():
         ops.kv_cache_update(key, key * 2, layername_impl.encode(layer.prefix))
     torch.testing.assert_close(layer.kv_cache[0], key)
@@ -37,22 +37,11 @@ def test_unknown_layer_name_is_a_clear_error(layername_mode, layername_impl):
 
 
 @pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
-def test_fake_and_real_agree(kind, layername_mode, layername_impl):
+def test_fake_and_real_agree(kind, layername_mode, layername_impl, layername_device):
     """Tracing with fake tensors (as torch.compile does) gives the shapes and dtypes eager produces."""
-    model = build_model(kind, 2, layername_impl, layername_mode)
+    model = build_model(kind, 2, layername_impl, layername_mode, device=layername_device)
     x = model.example_input()
     real = run(model, model, x)
     with torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
         fake = run(model, model, fake_mode.from_tensor(x))
-    assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
-
-
-@pytest.mark.requires_cuda
-@pytest.mark.parametrize("kind", ["decoder", "moe", "hybrid"])
-def test_models_on_cuda(kind, layername_mode, layername_impl, compile_counter):
-    model = build_model(kind, 4, layername_impl, layername_mode, device="cuda")
-    x = model.example_input()
-    actual = run(model, compile_counter.compile(model, compiler="inductor"), x)
-    torch.testing.assert_close(actual, run(model, model, x))
-    assert actual.device.type == "cuda"
-    assert compile_counter.stats.inductor_compiles == compile_counter.stats.unique_pieces
+    assert (fake.shape, fake.dtype, fake.device) == (real.shape, real.dtype, real.device)

@@ -48,20 +48,20 @@ def test_roundtrip_property(layername_roundtrip, names):
     layername_roundtrip(names)
 
 
-def test_roundtrip_nasty_names_inductor(layername_impl, layername_mode):
+def test_roundtrip_nasty_names_inductor(layername_impl, layername_mode, layername_device):
     """The same stages with inductor compiling the graph (strings in string mode are baked into its code)."""
-    assert check_roundtrip(layername_impl, layername_mode, NASTY, compiler="inductor") == []
+    assert check_roundtrip(layername_impl, layername_mode, NASTY, compiler="inductor", device=layername_device) == []
 
 
 @pytest.mark.parametrize("method", CACHE_METHODS)
-def test_compile_cache_roundtrip(layername_impl, layername_mode, method):
+def test_compile_cache_roundtrip(layername_impl, layername_mode, layername_device, method):
     """Reload an inductor artifact (cache hit / standalone save+load); the op gets the right names, never None.
 
     In opaque mode the reload runs with *other* names: the artifact serves any layer and the op sees the
     caller's names. torch 2.11-2.12 pickled opaque values to None on AOT cache load (pytorch#181230).
     """
     names = NASTY[:4]
-    result = assert_cache_roundtrip(layername_impl, layername_mode, names, method)
+    result = assert_cache_roundtrip(layername_impl, layername_mode, names, method, device=layername_device)
     assert None not in result.received_reloaded
     if method == "cache_hit":
         assert result.cache_hits >= 1 and result.cache_misses == 0, (result.cache_hits, result.cache_misses)

@@ -127,7 +127,10 @@ def opaque_check() -> OpaqueCheck:
         registry = importlib.import_module("torch._library.opaque_object")
     except ImportError:
         registry = None
-    is_value_type = getattr(registry, "is_opaque_value_type", None)
+    # torch 2.14 renamed value types "constant" (is_opaque_value_type is a deprecated wrapper there)
+    is_value_type = getattr(registry, "is_opaque_constant_type", None) or getattr(
+        registry, "is_opaque_value_type", None
+    )
     should_hoist = getattr(registry, "should_hoist", None)
     if is_value_type is None or should_hoist is None:
         missing = "should_hoist" if should_hoist is None else "is_opaque_value_type"

@@ -13,6 +13,8 @@ from packaging.version import Version
 
 #: First upstream release that shipped ``register_opaque_type(..., hoist=True)``.
 OPAQUE_MIN_VERSION = Version("2.11")
+#: Registration functions in ``torch._library.opaque_object``, newest first (2.14 renamed the API).
+REGISTRATION_APIS = ("register_custom_class", "register_opaque_type")
 
 
 @dataclass(frozen=True)
@@ -37,23 +39,24 @@ def torch_version() -> Version:
 
 
 def detect_opaque_support() -> OpaqueSupport:
-    """Probe the running torch for ``torch._opaque_base`` and a ``hoist=`` keyword."""
+    """Probe the running torch for an opaque base class and a registration API that takes ``hoist=``.
+
+    torch 2.14 renamed the API (``register_custom_class``, ``torch._custom_class_base``); the old names are
+    deprecated wrappers that log a warning, so the newest names are probed first and the old ones only where
+    the new ones are absent (importing ``torch._opaque_base`` on 2.14+ would log a deprecation).
+    """
     version = torch_version()
-    try:
-        importlib.import_module("torch._opaque_base")
-    except ImportError:
-        return OpaqueSupport(version, False, f"torch {torch.__version__} has no torch._opaque_base")
-    try:
-        opaque_object = importlib.import_module("torch._library.opaque_object")
-        register = opaque_object.register_opaque_type
-    except (ImportError, AttributeError):
+    if opaque_base() is object:
+        return OpaqueSupport(
+            version, False, f"torch {torch.__version__} has no torch._custom_class_base or torch._opaque_base"
+        )
+    register = _opaque_api(*REGISTRATION_APIS)
+    if register is None:
         return OpaqueSupport(
             version, False, f"torch {torch.__version__} has no torch._library.opaque_object.register_opaque_type"
         )
     if "hoist" not in inspect.signature(register).parameters:
-        return OpaqueSupport(
-            version, False, f"torch {torch.__version__}: register_opaque_type() does not accept hoist="
-        )
+        return OpaqueSupport(version, False, f"torch {torch.__version__}: {register.__name__}() does not accept hoist=")
     return OpaqueSupport(version, True, None)
 
 
@@ -81,6 +84,15 @@ def is_registered_opaque_type(cls: type) -> bool:
         return False
 
 
+def is_constant_opaque_type(cls: type) -> bool:
+    """Whether ``cls`` is registered as a value (2.14+: "constant") opaque type, the kind Dynamo bakes or hoists."""
+    check = _opaque_api("is_opaque_constant_type", "is_opaque_value_type")
+    try:
+        return bool(check is not None and check(cls))
+    except Exception:  # a type torch cannot look up is not registered
+        return False
+
+
 def is_hoisted_opaque_type(cls: type) -> bool:
     """Whether ``cls`` is registered with torch *and* lifted to a graph input (``should_hoist``)."""
     should_hoist = _opaque_api("should_hoist")
@@ -94,11 +106,10 @@ def register_value_type(cls: type, *, hoist: bool) -> None:
     deprecated wrapper that logs a warning); 2.11-2.13: ``register_opaque_type(cls, typ="value", hoist=...)``;
     2.10 has no ``hoist=``: only ``hoist=False`` is possible there.
     """
-    register = _opaque_api("register_custom_class")
-    if register is not None:
+    register = _opaque_api(*REGISTRATION_APIS)
+    if register is not None and register.__name__ == "register_custom_class":
         register(cls, typ="constant", hoist=hoist)
         return
-    register = _opaque_api("register_opaque_type")
     if register is None:
         raise RuntimeError(f"torch {torch.__version__} cannot register opaque types")
     if "hoist" in inspect.signature(register).parameters:

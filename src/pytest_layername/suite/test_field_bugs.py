@@ -30,7 +30,7 @@ import textwrap
 import pytest
 import torch
 
-from pytest_layername.compat import detect_opaque_support
+from pytest_layername.compat import REGISTRATION_APIS, detect_opaque_support
 from pytest_layername.field_checks import (
     FxReprError,
     ImpureFakeError,
@@ -185,11 +185,18 @@ def test_torch_itself_rejects_opaque_defaults():
 # -- a torch whose register_opaque_type lacks hoist= (vendor 2.11 builds), simulated -----------------
 
 
+def _registration_api() -> str:
+    """The name of the registration function this torch has (``register_custom_class`` from 2.14)."""
+    from torch._library import opaque_object
+
+    return next(name for name in REGISTRATION_APIS if hasattr(opaque_object, name))
+
+
 @pytest.mark.requires_opaque
 def test_detection_without_hoist_keyword(monkeypatch):
     from torch._library import opaque_object
 
-    monkeypatch.setattr(opaque_object, "register_opaque_type", lambda cls, *, typ: None)
+    monkeypatch.setattr(opaque_object, _registration_api(), lambda cls, *, typ: None)
     support = detect_opaque_support()
     assert not support.supported
     assert "does not accept hoist=" in support.reason
@@ -199,11 +206,12 @@ SIMULATION = textwrap.dedent(
     """
     import json, subprocess, sys, torch
     import torch._library.opaque_object as oo
-    real = oo.register_opaque_type
-    def register_opaque_type(cls, *, typ, **options):  # a vendor 2.11 build: no hoist= keyword
+    name = "register_custom_class" if hasattr(oo, "register_custom_class") else "register_opaque_type"
+    real = getattr(oo, name)
+    def register(cls, *, typ, **options):  # a vendor 2.11 build: no hoist= keyword
         options.pop("hoist", None)
         return real(cls, typ=typ, **options)
-    oo.register_opaque_type = register_opaque_type
+    setattr(oo, name, register)
     from pytest_layername import compat, modes, reference
     from pytest_layername.measure import measure_compile
     out = {"support": compat.opaque_support().as_dict(), "auto": modes.auto_mode(),

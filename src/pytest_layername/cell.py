@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -118,14 +119,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="cell name in the matrix file")
     p.add_argument("--matrix", default=DEFAULT_MATRIX, help="matrix file (default: %(default)s)")
     p.add_argument("--reports", default=DEFAULT_REPORTS_DIR, help="reports folder (default: %(default)s)")
-    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --, e.g. -- -n 4")
+    p.add_argument("--pytest-args", default="", help="extra pytest arguments as one string, e.g. '-n 4 -x'")
     p.set_defaults(func=_cmd_cell)
 
 
 def _cmd_cell(args: argparse.Namespace) -> int:
     try:
         cell = load_matrix(args.matrix).cell(args.name)
-        return run_cell(cell, Path(args.reports), extra=args.pytest_args)
+        return run_cell(cell, Path(args.reports), extra=shlex.split(args.pytest_args))
     except (MatrixError, CellError) as error:
         print(f"layername: error: {error}", file=sys.stderr)
         return 2

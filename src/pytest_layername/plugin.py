@@ -350,9 +350,15 @@ def layername_roundtrip(
     return check
 
 
-def _apply_known_bug(bug: KnownBug, report: pytest.TestReport) -> None:
-    """A strict expected failure: failing for the bug's reason is expected; passing or another failure fails."""
-    if report.failed and bug.explains(report.longreprtext):
+def _apply_known_bug(
+    bug: KnownBug, report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseException] | None
+) -> None:
+    """A strict expected failure: failing for the bug's reason is expected; passing or another failure fails.
+
+    The reason is read from the exception alone (type and message), never from the traceback's source lines.
+    """
+    failure = f"{excinfo.typename}: {excinfo.value}" if excinfo is not None else ""
+    if report.failed and bug.explains(failure):
         report.outcome = "skipped"
         report.wasxfail = f"known torch bug {bug.id}: {bug.summary} ({bug.url})"
     elif report.failed:
@@ -372,7 +378,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     bug = item.stash.get(KNOWN_BUG_KEY, None)
     if bug is not None and report.when == "call":
-        _apply_known_bug(bug, report)
+        _apply_known_bug(bug, report, call.excinfo)
     report.layername_known_bug = bug.id if bug is not None else None
     callspec = getattr(item, "callspec", None)
     report.layername_mode = callspec.params.get("layername_mode") if callspec else None

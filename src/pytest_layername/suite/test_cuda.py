@@ -37,12 +37,13 @@ def test_triton_pieces_are_shared_like_on_cpu(kind, layername_mode, layername_im
 
 
 def test_cudagraph_trees_with_hoisted_inputs(layername_mode, layername_impl):
-    """``mode="reduce-overhead"``: CUDA graphs record and replay with LayerName graph inputs (torch >= 2.12).
+    """``mode="reduce-overhead"``: CUDA graphs record and replay with LayerName graph inputs.
 
     ``triton.cudagraph_or_error`` turns a silent cudagraph skip into an error, so a skip cannot pass.
     """
     from torch._dynamo.utils import counters
     from torch._inductor import config
+    from torch._inductor.cudagraph_trees import get_manager
 
     model = build_model("decoder", 4, layername_impl, layername_mode, device="cuda")
     reference = build_model("decoder", 4, layername_impl, layername_mode, device="cuda")
@@ -54,4 +55,7 @@ def test_cudagraph_trees_with_hoisted_inputs(layername_mode, layername_impl):
             x = reference.example_input(seed)
             torch.testing.assert_close(run(model, compiled, x).clone(), run(reference, reference, x))
         skips = counters["inductor"]["cudagraph_skips"] - skips_before
+        manager = get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+        recorded = sum(len(nodes) for nodes in manager.roots.values()) if manager is not None else 0
     assert skips == 0, f"cudagraph trees skipped {skips} graph(s) with {layername_mode} layer names"
+    assert recorded >= 1, f"no CUDA graph was recorded with {layername_mode} layer names"

@@ -412,3 +412,75 @@ def test_layername_roundtrip_fixture_catches_a_lossy_resolve(pytester: pytest.Py
     result = pytester.runpytest("--layername-mode=string", "--layername-impl=badimpl")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*round trip failed for badimpl in string mode*", "*[[]encode[]] 'model.Layers.0'*"])
+
+
+# -- devices -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_device_without_a_gpu_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(MODE_TEST)
+    result = pytester.runpytest("--layername-device=cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*device 'cuda' requested but no CUDA device is available*"])
+
+
+def test_cpu_device_is_recorded_in_header_and_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_device(layername_device):
+            assert layername_device == "cpu"
+        """
+    )
+    result = pytester.runpytest("--layername-device=cpu", "--layername-report=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["layername: *device cpu (*)"])
+    run = load_report(pytester.path / "r.json")["run"]
+    assert run["device"] == "cpu" and run["device_name"] and run["cuda_version"] is None
+
+
+# -- known torch bugs: strict expected failures ------------------------------------------------------
+
+KNOWN_BUG_TESTS = """
+    import pytest
+
+    class TestRight:
+        def test_layer_name_built_with_keyword_argument(self):
+            raise RuntimeError("NYI: hoisted opaque objects that accept kwargs, please pass as args")
+
+    class TestFixed:
+        def test_layer_name_built_with_keyword_argument(self):
+            pass
+
+    class TestOtherReason:
+        def test_layer_name_built_with_keyword_argument(self):
+            '''NYI: hoisted opaque objects that accept kwargs (only in the source, not the error)'''
+            raise ValueError("something else broke")
+"""
+
+
+@pytest.mark.skipif(not compat.opaque_support().supported, reason="hoisted-kwargs-nyi applies from torch 2.11")
+def test_known_bug_is_a_strict_expected_failure_for_its_reason_only(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(KNOWN_BUG_TESTS)
+    result = pytester.runpytest("-rxX", "--layername-report=r.json")
+    result.assert_outcomes(xfailed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "layername: known torch bug hoisted-kwargs-nyi expected (*)",
+            "*[[]XPASS(strict)[]] known torch bug hoisted-kwargs-nyi * no longer fails on torch*",
+            "*expected hoisted-kwargs-nyi (failure matching 'NYI: hoisted opaque objects that accept kwargs') but it "
+            "failed otherwise*",
+        ]
+    )
+    tests = {t["nodeid"].split("::")[1]: t for t in load_report(pytester.path / "r.json")["tests"]}
+    assert tests["TestRight"]["outcome"] == "xfailed" and tests["TestRight"]["known_bug"] == "hoisted-kwargs-nyi"
+    assert tests["TestFixed"]["outcome"] == tests["TestOtherReason"]["outcome"] == "failed"
+
+
+def test_shipped_suite_needs_no_marker_registration_from_the_user(pytester: pytest.Pytester) -> None:
+    """Collected from another project (no ini of ours), under --strict-markers: every marker is the plugin's."""
+    result = pytester.runpytest_subprocess(
+        "--pyargs", "pytest_layername.suite", "--collect-only", "-q", "--strict-markers", "-p", "no:cacheprovider"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    assert "Unknown pytest.mark" not in result.stdout.str() + result.stderr.str()

@@ -420,7 +420,10 @@ DEPRECATIONS = textwrap.dedent(
             records.append(f"{record.name}: {record.getMessage()}")
 
     logging.getLogger("torch").addHandler(Keep(level=logging.WARNING))
-    import torch._library.opaque_object as registry
+    try:
+        import torch._library.opaque_object as registry
+    except ImportError:  # torch 2.9: no opaque types at all
+        registry = None
 
     calls = []
     for name in ("register_custom_class", "register_opaque_type"):

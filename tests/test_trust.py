@@ -8,6 +8,7 @@ encoder never wraps.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ SUITE_SUBSET = ["--pyargs", "pytest_layername.suite", "-k", "test_schema_takes_o
 def test_suite_against_unhoisted_implementation_fails(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
     result = pytester.runpytest_subprocess(
         *SUITE_SUBSET, f"--layername-mode={mode}", "--layername-impl=fixtures_unhoisted_impl", "-p", "no:xdist"
     )
@@ -199,7 +200,7 @@ def test_suite_against_unhoisted_implementation_fails(
 
 @NEEDS_HOISTING
 def test_unhoisted_opt_out_skips_and_says_so(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
     result = pytester.runpytest_subprocess(
         *SUITE_SUBSET,
         "--layername-mode=both",

@@ -19,6 +19,7 @@ from pytest_layername.cli import main
 
 TESTS_DIR = Path(__file__).parent
 _fresh = itertools.count()
+_LIBRARIES: list[torch.library.Library] = []  # a Library deregisters its ops when collected: keep them
 
 
 def fresh_namespace() -> str:
@@ -31,11 +32,8 @@ def add_op(namespace: str, name: str, argument: str = "layer_name") -> str:
     lib = torch.library.Library(namespace, "FRAGMENT")
     lib.define(f"{name}(Tensor x, str {argument}) -> Tensor")
     lib.impl(name, lambda x, _name: x.clone(), "CompositeExplicitAutograd")
-    _LIBRARIES.append(lib)  # a Library deregisters its ops when collected
+    _LIBRARIES.append(lib)
     return f"{namespace}::{name}"
-
-
-_LIBRARIES: list[torch.library.Library] = []
 
 
 @pytest.fixture

@@ -16,11 +16,16 @@ is the default here), so a second run installs nothing new. A cell with ``instal
 in the environment running nox, with its own torch (GPU images, vendor containers). Each cell is
 ``layername cell <name>`` (:mod:`pytest_layername.cell`), which a machine without nox can run directly.
 Environment: LAYERNAME_MATRIX (matrix file), LAYERNAME_REPORTS_DIR (reports folder, default ``reports``).
+
+``vllm`` (never selected by default) is the vLLM integration (integrations/vllm/): the vLLM version
+pinned in integrations/vllm/pins.py on CPU torch 2.13, the reference suite against ``vllm.utils.torch_utils``,
+the op audit against the committed baseline, and vLLM's own fusion passes under ``fusion_matches``.
 """
 
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -38,6 +43,10 @@ nox.options.sessions = ["tests", "lint"]
 MATRIX_FILE = Path(os.environ.get("LAYERNAME_MATRIX", ROOT / _matrix.DEFAULT_MATRIX)).resolve()
 REPORTS_DIR = Path(os.environ.get("LAYERNAME_REPORTS_DIR", ROOT / _matrix.DEFAULT_REPORTS_DIR)).resolve()
 MATRIX = _matrix.load_matrix(MATRIX_FILE)
+
+VLLM_DIR = ROOT / "integrations" / "vllm"
+#: vLLM's version, torch, import dependencies and audit command: integrations/vllm/pins.py (imports no vLLM).
+VLLM = runpy.run_path(str(VLLM_DIR / "pins.py"))
 
 
 def _env_find_links(session: nox.Session) -> list[str]:
@@ -105,3 +114,26 @@ def gate(session: nox.Session) -> None:
         *session.posargs,
         external=True,
     )
+
+
+@nox.session(venv_backend="uv")
+def vllm(session: nox.Session) -> None:
+    """vLLM (pinned in integrations/vllm/pins.py) on CPU: the reference suite in both modes against
+    ``vllm.utils.torch_utils``, the op audit against the committed baseline, vLLM's own fusion passes."""
+    links = _env_find_links(session)
+    session.install(VLLM["VLLM_TORCH"], *links)
+    session.install(f"vllm=={VLLM['VLLM_VERSION']}", "--no-deps", *links)
+    session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", f"{ROOT}[test]", *links)
+    session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
+    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
+
+    def reports(name: str) -> list[str]:
+        return [f"--layername-report={REPORTS_DIR / name}.json", f"--junitxml={REPORTS_DIR / name}.xml"]
+
+    # (a) the reference suite against vLLM's LayerName implementation
+    session.run("python", "-m", "pytest", "--pyargs", "pytest_layername.suite", *impl, *reports("vllm-suite"))
+    # (b) vLLM's op packages against the committed baseline: a new op taking a str layer name fails, named
+    session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())
+    # (c) vLLM's own fusion passes under fusion_matches (passes vllm.attn_quant_fusion, vllm.rope_kvcache_fusion)
+    session.run("python", "-m", "pytest", str(VLLM_DIR), *impl, *reports("vllm-fusion"), *session.posargs)

@@ -6,6 +6,10 @@ namespaces it registered ops in; ``layername audit --model MODULE:FACTORY`` (or 
 compiles the model and lists, per op, the call sites where a string or opaque constant is baked into
 the graph: :func:`.graph_hash.baked_constants`, the code ``compile_counter`` uses to explain unique pieces.
 Findings print as text, ``--json``, or SARIF 2.1.0 (``--sarif PATH``, :mod:`.audit_sarif`).
+
+``--write-baseline FILE`` records the op findings; ``--baseline FILE`` then accepts those (an engine's
+known debt) and fails on any other, naming the op, and reports baseline entries no longer found so the
+baseline can shrink (:class:`Baseline`).
 """
 
 from __future__ import annotations
@@ -209,6 +213,111 @@ def audit_namespace(
     return NamespaceAudit(namespace, [op for op, _ in schemas], findings)
 
 
+BASELINE_VERSION = 1
+
+
+def baseline_key(finding: Finding) -> tuple[str, str, str]:
+    """What identifies a finding across runs: rule, op and argument (not the schema text or the site)."""
+    return (finding.rule, finding.op, finding.argument)
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """One accepted finding of a baseline file."""
+
+    rule: str
+    op: str
+    argument: str
+    type: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.rule, self.op, self.argument)
+
+    @property
+    def namespace(self) -> str:
+        return self.op.split("::", 1)[0]
+
+    def __str__(self) -> str:
+        return f"{self.op}: argument {self.argument!r} ({self.rule})"
+
+
+@dataclass
+class Baseline:
+    """Accepted op findings, read from and written to a JSON file (``--baseline``, ``--write-baseline``)."""
+
+    entries: list[BaselineEntry]
+    path: str = ""
+
+    @classmethod
+    def of(cls, findings: Iterable[Finding], path: str = "") -> Baseline:
+        entries = {baseline_key(f): BaselineEntry(f.rule, f.op, f.argument, f.type) for f in findings}
+        return cls([entries[k] for k in sorted(entries)], path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Baseline:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise AuditError(f"--baseline {str(path)!r}: cannot read: {error.strerror or error}") from error
+        except json.JSONDecodeError as error:
+            raise AuditError(f"--baseline {str(path)!r}: not JSON: {error}") from error
+        if not isinstance(data, dict) or data.get("version") != BASELINE_VERSION:
+            raise AuditError(f"--baseline {str(path)!r}: not a layername audit baseline (version {BASELINE_VERSION})")
+        entries = []
+        for i, entry in enumerate(data.get("findings", [])):
+            try:
+                entries.append(BaselineEntry(entry["rule"], entry["op"], entry["argument"], entry.get("type", "")))
+            except (KeyError, TypeError) as error:
+                raise AuditError(f"--baseline {str(path)!r}: finding #{i} needs rule, op and argument") from error
+        return cls(entries, str(path))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": BASELINE_VERSION, "findings": [vars(e) for e in self.entries]}
+
+    def write(self, path: str | Path) -> None:
+        try:
+            Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise AuditError(f"--write-baseline {str(path)!r}: cannot write: {error.strerror or error}") from error
+
+    def compare(self, findings: Iterable[Finding], namespaces: Iterable[str]) -> BaselineComparison:
+        """Split ``findings`` into known and new; baseline entries not found are gone (their namespace was
+        audited) or not audited (it was not: an op library that did not load says nothing about its ops)."""
+        findings = list(findings)
+        known_keys = {e.key for e in self.entries}
+        found_keys = {baseline_key(f) for f in findings}
+        audited = set(namespaces)
+        missing = [e for e in self.entries if e.key not in found_keys]
+        return BaselineComparison(
+            self.path,
+            known=[f for f in findings if baseline_key(f) in known_keys],
+            new=[f for f in findings if baseline_key(f) not in known_keys],
+            gone=[e for e in missing if e.namespace in audited],
+            not_audited=[e for e in missing if e.namespace not in audited],
+        )
+
+
+@dataclass
+class BaselineComparison:
+    """Op findings against a baseline: known ones pass, new ones fail, gone ones can leave the baseline."""
+
+    path: str
+    known: list[Finding]
+    new: list[Finding]
+    gone: list[BaselineEntry]
+    not_audited: list[BaselineEntry]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "known": len(self.known),
+            "new": [f.as_dict() for f in self.new],
+            "gone": [vars(e) for e in self.gone],
+            "not_audited": [vars(e) for e in self.not_audited],
+        }
+
+
 @dataclass
 class BakedCallSites:
     """The string constants one op receives at its call sites inside a graph."""
@@ -348,6 +457,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--mode", default="auto", choices=("auto", "opaque", "string"), help="reference model mode")
     p.add_argument("--impl", default=REFERENCE_IMPL, help="implementation of a reference model")
     p.add_argument("--strict", action="store_true", help="exit 1 when anything still takes or bakes a layer name")
+    p.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="accept the op findings recorded in FILE; exit 1 on any other, naming the op; report entries gone",
+    )
+    p.add_argument("--write-baseline", metavar="FILE", help="record the op findings in FILE (a new baseline)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--sarif", metavar="PATH", help="also write the op findings as SARIF 2.1.0 (GitHub code scanning)")
     p.set_defaults(func=cmd_audit)
@@ -374,6 +489,7 @@ class AuditRun:
     model: ModelAudit | None
     opaque: OpaqueCheck
     seconds: float  # finding and auditing the namespaces (the walk's imports not included)
+    baseline: BaselineComparison | None = None
 
     @property
     def op_findings(self) -> list[Finding]:
@@ -403,6 +519,7 @@ class AuditRun:
             "opaque_check": {"available": self.opaque.available, "reason": self.opaque.reason},
             "summary": self.summary(),
             "findings": self.findings,
+            "baseline": self.baseline.as_dict() if self.baseline else None,
         }
 
 
@@ -412,6 +529,8 @@ def _check_flags(args: argparse.Namespace) -> None:
     for flag in ("include_tests", "fail_on_import_errors"):
         if getattr(args, flag) and not args.walk:
             raise AuditError(f"--{flag.replace('_', '-')} needs --walk PACKAGE")
+    if (args.baseline or args.write_baseline) and not (args.namespace or args.walk):
+        raise AuditError("--baseline and --write-baseline compare op findings: pass --walk PACKAGE or --namespace NS")
 
 
 def _audit_namespaces(namespaces: Iterable[str], walk: WalkResult | None, check: OpaqueCheck) -> list[NamespaceAudit]:
@@ -430,6 +549,7 @@ def _audit_namespaces(namespaces: Iterable[str], walk: WalkResult | None, check:
 def run_audit(args: argparse.Namespace) -> AuditRun:
     """The audits ``args`` ask for; raises :class:`AuditError` (or :class:`.audit_walk.WalkError`) on bad input."""
     _check_flags(args)
+    baseline = Baseline.load(args.baseline) if args.baseline else None
     before = all_op_names()
     with contextlib.redirect_stdout(sys.stderr):  # what imported modules print must not mix with --json
         for module_name in args.imports:
@@ -445,7 +565,10 @@ def run_audit(args: argparse.Namespace) -> AuditRun:
         namespaces = walked_namespaces(before, [*args.imports, *walk.imported])
     check = opaque_check()
     audits = _audit_namespaces(namespaces, walk, check)
-    return AuditRun(walk, audits, model, check, time.perf_counter() - start)
+    run = AuditRun(walk, audits, model, check, time.perf_counter() - start)
+    if baseline is not None:
+        run.baseline = baseline.compare(run.op_findings, [a.namespace for a in audits])
+    return run
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -459,6 +582,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"layername: error: {error}", file=sys.stderr)
         return 2
     root = Path.cwd()
+    if args.write_baseline:
+        try:
+            Baseline.of(run.op_findings).write(args.write_baseline)
+        except AuditError as error:
+            print(f"layername: error: {error}", file=sys.stderr)
+            return 2
     if args.sarif:
         from .audit_sarif import sarif_log
 
@@ -470,9 +599,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return 2
     if args.json:
         print(json.dumps(run.as_dict(), indent=2))
+        for finding in run.baseline.new if run.baseline else ():  # named where a CI log shows it
+            print(f"layername: new finding not in {run.baseline.path}: {finding}", file=sys.stderr)
     else:
         _print_text(run, root)
     failed_imports = bool(args.fail_on_import_errors and run.walk and run.walk.failed)
+    if run.baseline is not None:  # accepted op findings pass; --strict still fails on baked model strings
+        unaccepted = len(run.baseline.new) + (len(run.model.findings) if args.strict and run.model else 0)
+        return 1 if unaccepted or failed_imports else 0
     return 1 if (args.strict and run.findings) or failed_imports else 0
 
 
@@ -501,6 +635,19 @@ def _print_namespace(audit: NamespaceAudit, root: Path) -> None:
         print(f"  fix: {RULES[rule].fix}")
 
 
+def _print_baseline(comparison: BaselineComparison) -> None:
+    print(
+        f"baseline {comparison.path}: {len(comparison.known)} known finding(s), {len(comparison.new)} new, "
+        f"{len(comparison.gone)} gone, {len(comparison.not_audited)} not audited"
+    )
+    for finding in comparison.new:
+        print(f"  NEW (not in the baseline, fails): {finding}")
+    for entry in comparison.gone:
+        print(f"  gone (no longer found; remove it from the baseline): {entry}")
+    for entry in comparison.not_audited:
+        print(f"  not audited (its namespace was not audited, kept): {entry}")
+
+
 def _print_text(run: AuditRun, root: Path) -> None:
     if run.walk is not None:
         _print_walk(run.walk)
@@ -517,6 +664,8 @@ def _print_text(run: AuditRun, root: Path) -> None:
         )
         for site in model.call_sites:
             print(f"  {'!' if site.layer_name_like else ' '} {site}")
+    if run.baseline is not None:
+        _print_baseline(run.baseline)
     summary = run.summary()
     covered = f"{summary['namespaces']} namespace(s), {summary['ops']} op(s) audited"
     if run.walk is not None:

@@ -84,15 +84,6 @@ def is_registered_opaque_type(cls: type) -> bool:
         return False
 
 
-def is_constant_opaque_type(cls: type) -> bool:
-    """Whether ``cls`` is registered as a value (2.14+: "constant") opaque type, the kind Dynamo bakes or hoists."""
-    check = _opaque_api("is_opaque_constant_type", "is_opaque_value_type")
-    try:
-        return bool(check is not None and check(cls))
-    except Exception:  # a type torch cannot look up is not registered
-        return False
-
-
 def is_hoisted_opaque_type(cls: type) -> bool:
     """Whether ``cls`` is registered with torch *and* lifted to a graph input (``should_hoist``)."""
     should_hoist = _opaque_api("should_hoist")

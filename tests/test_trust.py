@@ -174,7 +174,12 @@ def test_implementation_without_switch_exercises_its_native_mode_only() -> None:
 
 # -- the plugin: no skip hides a broken implementation -------------------------------------------------
 
-SUITE_SUBSET = ["--pyargs", "pytest_layername.suite", "-k", "test_schema_takes_opaque_or_str or test_unique_pieces"]
+SUITE_SUBSET = [
+    "--pyargs",
+    "pytest_layername.suite",
+    "-k",
+    "test_schema_takes_opaque_or_str or test_unique_pieces or test_broken_op_is_caught",
+]
 
 
 @NEEDS_HOISTING
@@ -194,7 +199,9 @@ def test_suite_against_unhoisted_implementation_fails(
         ]
     )
     outcomes = result.parseoutcomes()
-    assert outcomes["errors"] == 7 and "skipped" not in outcomes, outcomes  # 1 schema + 6 unique-pieces cases
+    assert outcomes["errors"] == 8, outcomes  # 1 schema + 6 unique-pieces + 1 broken-op opaque case
+    # the opaque-only broken-op test's string case is a deselected mode (a skip), not a hidden failure
+    assert outcomes.get("skipped", 0) == (1 if mode == "both" else 0), outcomes
     assert outcomes.get("passed", 0) == (7 if mode == "both" else 0), outcomes
 
 
@@ -210,6 +217,27 @@ def test_unhoisted_opt_out_skips_and_says_so(pytester: pytest.Pytester, monkeypa
         "no:xdist",
         "--layername-report=r.json",
     )
-    result.assert_outcomes(passed=7, skipped=7)
+    result.assert_outcomes(passed=7, skipped=9)
     result.stdout.fnmatch_lines(["*opaque-mode tests skip: fixtures_unhoisted_impl.LayerName is not registered*"])
     assert json.loads((pytester.path / "r.json").read_text())["run"]["allow_unhoisted"] is True
+
+
+@NEEDS_HOISTING
+def test_a_string_only_test_is_not_failed_by_an_unhoisted_implementation(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure is for tests that need opaque mode; a test restricted to string mode skips its opaque case."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.layername(modes=["string"])
+        def test_string_only(layername_mode):
+            assert layername_mode == "string"
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--layername-mode=both", "--layername-impl=fixtures_unhoisted_impl", "-p", "no:xdist"
+    )
+    result.assert_outcomes(passed=1, skipped=1)

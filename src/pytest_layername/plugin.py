@@ -229,17 +229,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     cfg = item.config.stash[CONFIG_KEY]
     callspec = getattr(item, "callspec", None)
     opaque_case = callspec is not None and callspec.params.get("layername_mode") == "opaque"
-    if (opaque_case or item.get_closest_marker("requires_opaque")) and (problem := cfg.opaque_problem()):
+    deselected_mode = item.get_closest_marker("skip") is not None  # e.g. a string-only test's opaque case
+    needs_opaque = (opaque_case and not deselected_mode) or item.get_closest_marker("requires_opaque")
+    if needs_opaque and (problem := cfg.opaque_problem()):
         reason, fail = problem
         if fail:  # a broken implementation is a failure, never a skip
             pytest.fail(f"layername: {reason} (--layername-allow-unhoisted skips instead)", pytrace=False)
         pytest.skip(f"requires_opaque: {reason}")
     if item.get_closest_marker("requires_cuda") and cfg.device != "cuda":
-        why = (
-            "no CUDA device: torch.cuda.is_available() is False"
-            if not torch.cuda.is_available()
-            else ("the run's device is cpu (--layername-device)")
-        )
+        why = "the run's device is cpu (--layername-device)"
+        if not torch.cuda.is_available():
+            why = "no CUDA device: torch.cuda.is_available() is False"
         pytest.skip(f"requires_cuda: {why}")
 
 

@@ -55,7 +55,7 @@ def render(gate: GateResult, title: str = "Compatibility") -> str:
         lines.append(
             f"| {r.cell.name} | {r.torch} | {r.run['device']} | {', '.join(r.modes)} | {s.get('passed')} | "
             f"{s.get('skipped')} | {bugs} | {s.get('failed', 0) + s.get('error', 0)} | "
-            f"{_counts(r.key_counts.get('opaque', {}))} | {_counts(r.key_counts.get('string', {}))} | {seconds} | "
+            f"{_counts(r.stats.get('opaque', {}))} | {_counts(r.stats.get('string', {}))} | {seconds} | "
             f"{r.verdict} |"
         )
     hit = sorted({bug for r in gate.results for bug in r.known_bugs})

@@ -48,8 +48,7 @@ class CellResult:
     torch: str | None = None
     detected_mode: str | None = None
     summary: dict[str, int] | None = None
-    stats: dict[str, dict[str, int | None]] = field(default_factory=dict)  # mode -> budgeted stat -> max
-    key_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # mode -> KEY_COUNTS maxima
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # mode -> count -> max over budget tests
     known_bugs: list[str] = field(default_factory=list)  # known torch bugs the report's tests hit
     run: dict[str, Any] = field(default_factory=dict)  # the report's run section
     modes: list[str] = field(default_factory=list)
@@ -160,15 +159,14 @@ def _check_known_bugs(cell: Cell, tests: list[dict[str, Any]], result: CellResul
 
 def _check_stat_budgets(cell: Cell, mode: str, tests: list[dict[str, Any]], result: CellResult) -> None:
     budgeted = [t for t in tests if t["mode"] == mode and t["stats"] and cell.budgeted(t["nodeid"])]
-    result.key_counts[mode] = {k: max(t["stats"][k] for t in budgeted) for k in KEY_COUNTS} if budgeted else {}
-    result.stats[mode] = {}
+    counts = [{k: v for k, v in t["stats"].items() if type(v) is int} for t in budgeted]
+    result.stats[mode] = {k: max(c[k] for c in counts) for k in counts[0]} if counts else {}
     unchecked = []
     for stat, limit in cell.stat_budgets(mode).items():
         values = {t["nodeid"]: t["stats"][stat] for t in budgeted}
-        result.stats[mode][stat] = max(values.values()) if values else None
         if not values:
             unchecked.append(f"budgets.{mode}.max_{stat}")
-        elif max(values.values()) > limit:
+        elif result.stats[mode][stat] > limit:
             over = [f"{nodeid} ({value})" for nodeid, value in values.items() if value > limit]
             result.problems.append(f"{mode} {stat} over budget max_{stat}={limit} in {', '.join(over[:5])}")
     if unchecked:

@@ -48,6 +48,7 @@ class LayernameConfig:
     native_mode: Mode  # what the implementation's own encoder produces by default
     not_exercised: dict[str, str]  # mode -> why the implementation cannot be switched to it
     device: str  # "cpu" or "cuda": where every suite model, op and fusion test runs
+    environment: dict[str, Any]  # environment_facts(device), read once (it may run nvidia-smi)
     known_bugs: tuple[KnownBug, ...]  # the registered torch bugs this torch and device have
     allow_unhoisted: bool = False
 
@@ -62,7 +63,7 @@ class LayernameConfig:
         support = opaque_support()
         opaque = "supported" if support.supported else f"unsupported ({support.reason})"
         switch = self.impl.switch or "none"
-        facts = environment_facts(self.device)
+        facts = self.environment
         cuda = f", CUDA {facts['cuda_version']}, driver {facts['driver_version']}" if self.device == "cuda" else ""
         lines = [
             f"layername: torch {torch.__version__}, opaque {opaque}, mode {self.requested_mode} -> "
@@ -146,6 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
         impl.native_mode(),
         not_exercised,
         device,
+        environment_facts(device),
         tuple(active_bugs(torch.__version__, device)),
         config.getoption("layername_allow_unhoisted"),
     )
@@ -177,7 +179,7 @@ def _isolate_inductor_cache(config: pytest.Config) -> None:
 
 def _run_info(cfg: LayernameConfig) -> dict[str, Any]:
     return {
-        **environment_facts(cfg.device),
+        **cfg.environment,
         "known_bugs": [bug.as_dict() for bug in cfg.known_bugs],
         "impl": cfg.impl.module_name,
         "impl_native_mode": cfg.native_mode,

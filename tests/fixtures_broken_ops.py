@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pytest_layername.reference import OPAQUE_REGISTERED, LayerName, LayerNameType
+from pytest_layername.core.reference import OPAQUE_REGISTERED, LayerName, LayerNameType
 
 NAMESPACE = "layername_audit_fixture"
 STILL_STR = f"{NAMESPACE}::still_str"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_layername.reference import LayerName, _resolve_layer_name  # noqa: F401 (the implementation's API)
+from pytest_layername.core.reference import LayerName, _resolve_layer_name  # noqa: F401 (the implementation's API)
 
 _USE_LAYERNAME = True
 

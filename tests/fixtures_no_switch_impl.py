@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_layername.reference import LayerName, _resolve_layer_name  # noqa: F401 (the implementation's API)
+from pytest_layername.core.reference import LayerName, _resolve_layer_name  # noqa: F401 (the implementation's API)
 
 
 def _encode_layer_name(name: str) -> LayerName:

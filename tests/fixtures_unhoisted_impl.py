@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_layername.compat import is_registered_opaque_type, opaque_base, opaque_support, register_value_type
+from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, opaque_support, register_value_type
 
 
 class LayerName(opaque_base() if opaque_support().supported else object):  # type: ignore[misc]

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import fixtures_broken_ops as broken
-from pytest_layername import compat
-from pytest_layername.audit import STR_RULE, AuditError, audit_graph, audit_namespace
+from pytest_layername.checks.audit import STR_RULE, AuditError, audit_graph, audit_namespace
 from pytest_layername.cli import main
-from pytest_layername.graph_hash import baked_constants
-from pytest_layername.impl import load_implementation
-from pytest_layername.models import build_model
-from pytest_layername.ops import get_ops
-from pytest_layername.stats import compile_session
+from pytest_layername.compile.graph_hash import baked_constants
+from pytest_layername.compile.session import compile_session
+from pytest_layername.core import compat
+from pytest_layername.core.implementation import load_implementation
+from pytest_layername.harness.models import build_model
+from pytest_layername.harness.ops import get_ops
 
 TESTS_DIR = Path(__file__).parent
 

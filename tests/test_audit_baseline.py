@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import fixtures_broken_ops as broken
-from pytest_layername.audit import STR_RULE, Baseline, BaselineEntry, audit_namespace
+from pytest_layername.checks.audit import STR_RULE, Baseline, BaselineEntry, audit_namespace
 from pytest_layername.cli import main
 
 TESTS_DIR = Path(__file__).parent

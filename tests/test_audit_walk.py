@@ -17,11 +17,11 @@ import jsonschema
 import pytest
 import torch
 
-from pytest_layername import broken
-from pytest_layername.audit import OPAQUE_RULE, STR_RULE
-from pytest_layername.audit_walk import Site, display_path, op_site, walk_packages
+from pytest_layername.checks.audit import OPAQUE_RULE, STR_RULE
+from pytest_layername.checks.audit_walk import Site, display_path, op_site, walk_packages
 from pytest_layername.cli import main
-from pytest_layername.compat import opaque_support
+from pytest_layername.core.compat import opaque_support
+from pytest_layername.testing import broken
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -407,11 +407,13 @@ def test_workflow_audit_of_this_package_finds_the_broken_op_only(tmp_path):
     data = json.loads(done.stdout)
     walk = data["walk"]
     assert walk["packages"] == ["pytest_layername"] and walk["failed"] == []
-    assert {"pytest_layername.broken", "pytest_layername.suite", "pytest_layername.audit"} <= set(walk["imported"])
+    assert {"pytest_layername.testing.broken", "pytest_layername.suite", "pytest_layername.checks.audit"} <= set(
+        walk["imported"]
+    )
     assert {"pytest_layername.__main__", "pytest_layername.suite.test_ops"} <= set(walk["skipped"])
     assert [n["namespace"] for n in data["namespaces"]] == [broken.NAMESPACE]  # not torch's lazily loaded ones
     source = Path(broken.__file__).resolve()
-    line = next(i for i, t in enumerate(source.read_text().splitlines(), 1) if t.startswith("@torch.library.custom_op"))
+    line = next(i for i, t in enumerate(source.read_text().splitlines(), 1) if t.startswith("def _scale_by_layer("))
     (finding,) = data["namespaces"][0]["findings"]
     assert (finding["rule"], finding["op"], finding["argument"], finding["type"]) == (
         STR_RULE,
@@ -422,7 +424,7 @@ def test_workflow_audit_of_this_package_finds_the_broken_op_only(tmp_path):
     assert finding["site"] == {
         "path": str(source),
         "line": line,
-        "module": "pytest_layername.broken",
+        "module": "pytest_layername.testing.broken",
         "kind": "function",
     }
     log = json.loads(sarif.read_text(encoding="utf-8"))

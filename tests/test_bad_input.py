@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pytest_layername.cli import main
-from pytest_layername.impl import ImplementationError, load_implementation
-from pytest_layername.matrix import MatrixError, load_matrix
-from pytest_layername.models import ModelError, build_model
-from pytest_layername.modes import ModeError, resolve_mode
-from pytest_layername.report import ReportError, load_report, write_report
+from pytest_layername.core.implementation import ImplementationError, load_implementation
+from pytest_layername.core.modes import ModeError, resolve_mode
+from pytest_layername.harness.models import ModelError, build_model
+from pytest_layername.release.matrix import MatrixError, load_matrix
+from pytest_layername.release.report import ReportError, load_report, write_report
 
 GOOD_CELL = """
 [cells."cpu-torch2.13"]

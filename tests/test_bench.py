@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from pytest_layername import bench, bench_report
+from pytest_layername.bench import report as bench_report
+from pytest_layername.bench import runner as bench
+from pytest_layername.bench import startup
 from pytest_layername.cli import build_parser, main
 
 LAYERS = (2, 4)
@@ -86,8 +88,9 @@ def test_cli_runs_cells_in_worker_processes_and_rerenders(tmp_path: Path) -> Non
 
 
 def test_command_line_reproduces_the_arguments() -> None:
-    parser = build_parser()
-    args = parser.parse_args(["bench", "--models", "moe", "--layers", "4", "8", "--no-suite", "--out-dir", "x"])
+    argv = ["bench", "--models", "moe", "--layers", "4", "8", "--no-suite", "--out-dir", "x"]
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     again = parser.parse_args(shlex.split(bench.command_line(args))[1:])
     assert vars(again) == vars(args)
 
@@ -99,3 +102,22 @@ def test_failing_worker_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path
     assert "warm-up failed in the opaque worker" in err
     assert "no.such.module" in err
     assert not (tmp_path / "benchmarks.md").exists()
+
+
+def test_startup_measures_both_ways_and_reports_the_ratio_of_medians() -> None:
+    measured = startup.measure_startup(repeats=1)
+    assert [r["plugin"] for r in measured["runs"]] == [True, False]
+    assert all(r["seconds"] > 0 and r["max_rss_mib"] > 0 for r in measured["runs"])
+    on, off = measured["runs"]
+    assert measured["seconds_ratio"] == on["seconds"] / off["seconds"]
+    text = "\n".join(startup.render(measured))
+    assert f"{measured['seconds_ratio']:.3f}" in text and "target" in text
+
+
+def test_startup_verdict_flags_an_expensive_plugin() -> None:
+    runs = [
+        {"plugin": True, "seconds": 4.67, "max_rss_mib": 311.0},
+        {"plugin": False, "seconds": 0.89, "max_rss_mib": 44.0},
+    ]
+    text = "\n".join(startup.render({"available": True, "repeats": 1, "runs": runs, **startup.startup_ratios(runs)}))
+    assert "**not within** the 5 % target" in text

@@ -10,14 +10,14 @@ import textwrap
 import pytest
 import torch
 
-from pytest_layername import compat
-from pytest_layername.backend import BackendError, PiecewiseBackend
 from pytest_layername.cli import main
-from pytest_layername.impl import ImplementationError, load_implementation
-from pytest_layername.measure import measure_compile
-from pytest_layername.models import ModelError, build_model
-from pytest_layername.modes import ModeError, resolve_mode, resolve_modes
-from pytest_layername.reference import LayerName, _encode_layer_name, _resolve_layer_name, use_mode
+from pytest_layername.compile.backend import BackendError, PiecewiseBackend
+from pytest_layername.compile.measure import measure_compile
+from pytest_layername.core import compat
+from pytest_layername.core.implementation import ImplementationError, load_implementation
+from pytest_layername.core.modes import ModeError, resolve_mode, resolve_modes
+from pytest_layername.core.reference import LayerName, _encode_layer_name, _resolve_layer_name, use_mode
+from pytest_layername.harness.models import ModelError, build_model
 
 SUPPORTED = compat.opaque_support().supported
 NEEDS_OPAQUE = pytest.mark.skipif(not SUPPORTED, reason=f"needs hoisted opaque types: {compat.opaque_support().reason}")
@@ -159,8 +159,8 @@ SIMULATE_NO_HOIST = """
         return original(cls, typ=typ, **options)
     oo.register_opaque_type = register_opaque_type
     import torch, json
-    from pytest_layername.cli import probe
-    from pytest_layername.measure import measure_compile
+    from pytest_layername.core.environment import probe
+    from pytest_layername.compile.measure import measure_compile
     stats = measure_compile("decoder", 4, "auto_mode_placeholder", compiler="eager").stats
     print(json.dumps({**probe(), "unique": stats.unique_pieces, "pieces": stats.pieces}))
 """
@@ -169,7 +169,7 @@ SIMULATE_NO_HOIST = """
 def test_package_works_on_a_torch_without_hoist() -> None:
     """In a fresh process whose torch lacks ``hoist=``: import works, auto is string, the string path runs."""
     code = textwrap.dedent(SIMULATE_NO_HOIST).replace(
-        '"auto_mode_placeholder"', '__import__("pytest_layername.modes").modes.auto_mode()'
+        '"auto_mode_placeholder"', '__import__("pytest_layername.core.modes").core.modes.auto_mode()'
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr

@@ -18,6 +18,8 @@ from torch._inductor.pattern_matcher import (
 )
 from torch._subclasses import FakeTensorMode
 
+from pytest_layername.compile.session import compile_session
+from pytest_layername.core.implementation import load_implementation
 from pytest_layername.fusion import (
     AttnQuantFusionPass,
     FusionError,
@@ -30,11 +32,9 @@ from pytest_layername.fusion import (
     get_fusion_ops,
     op_calls,
 )
+from pytest_layername.fusion.log import fusion_log
 from pytest_layername.fusion.testing import QUANT_TOLERANCE, fast_cpu_inductor
-from pytest_layername.fusion_log import fusion_log
-from pytest_layername.impl import load_implementation
-from pytest_layername.models import ModelError, run
-from pytest_layername.stats import compile_session
+from pytest_layername.harness.models import ModelError, run
 
 IMPL = load_implementation()
 FP8, INT8 = torch.float8_e4m3fn, torch.int8

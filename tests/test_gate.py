@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pytest_layername.cli import main
-from pytest_layername.gate import run_gate
-from pytest_layername.matrix import Cell, load_matrix, write_skip_marker
-from pytest_layername.report import SCHEMA_VERSION, summarize, write_report
-from pytest_layername.stats import CompileStats
+from pytest_layername.compile.stats import CompileStats
+from pytest_layername.release.gate import run_gate
+from pytest_layername.release.matrix import Cell, load_matrix, write_skip_marker
+from pytest_layername.release.report import SCHEMA_VERSION, summarize, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_TOML = ROOT / "matrix.toml"
@@ -81,9 +81,9 @@ def make_report(cell: Cell, tests: list[dict[str, Any]] | None = None, **run: An
             "detected_mode": cell.expected_mode,
             "opaque_supported": cell.expected_mode == "opaque",
             "opaque_reason": None,
-            "impl": "pytest_layername.reference",
+            "impl": "pytest_layername.core.reference",
             "impl_native_mode": cell.expected_mode,
-            "impl_switch": "pytest_layername.reference._USE_LAYERNAME",
+            "impl_switch": "pytest_layername.core.reference._USE_LAYERNAME",
             "not_exercised": {},
             "allow_unhoisted": False,
             "python": "3.11.7",
@@ -458,7 +458,7 @@ def test_truncated_report_fails(reports, capsys):
 
 def test_schema_covers_every_count_the_harness_records():
     """The schema's required stats are exactly ``CompileStats.COUNT_FIELDS`` (plus seconds, reasons, pieces)."""
-    from pytest_layername.report import report_schema
+    from pytest_layername.release.report import report_schema
 
     required = set(report_schema()["$defs"]["stats"]["required"])
     assert required == {*CompileStats.COUNT_FIELDS, "compile_seconds", "recompile_reasons", "pieces_detail"}

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from pytest_layername.impl import load_implementation
-from pytest_layername.models import build_model, run
-from pytest_layername.stats import compile_session
+from pytest_layername.compile.session import compile_session
+from pytest_layername.core.implementation import load_implementation
+from pytest_layername.harness.models import build_model, run
 
 SHUFFLE_CONFTEST = """
 import os, random
@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 COUNT_TESTS = """
 import pytest, torch
-from pytest_layername.models import build_model, run
+from pytest_layername.harness.models import build_model, run
 
 def _compile(kind, layers, compiler, impl, mode, counter):
     model = build_model(kind, layers, impl, mode)

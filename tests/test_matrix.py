@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pytest_layername import compat, matrix
 from pytest_layername.cli import main
-from pytest_layername.matrix import MatrixError, load_matrix
-from pytest_layername.stats import CompileStats
+from pytest_layername.compile.stats import CompileStats
+from pytest_layername.core.names import OPAQUE_MIN_VERSION
+from pytest_layername.release import matrix
+from pytest_layername.release.matrix import MatrixError, load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_TOML = ROOT / "matrix.toml"
@@ -71,10 +72,6 @@ def test_project_matrix_has_cells_for_the_ci_torch_versions():
     ci = {c.name: c for c in m.select(["ci"])}
     assert ci["cpu-torch2.10"].allows("2.10.0") and ci["cpu-torch2.10"].expected_mode == "string"
     assert ci["cpu-torch2.13"].allows("2.13.0+cpu") and ci["cpu-torch2.13"].expected_mode == "opaque"
-
-
-def test_opaque_boundary_matches_compat():
-    assert matrix.OPAQUE_MIN_VERSION == compat.OPAQUE_MIN_VERSION
 
 
 def test_stat_budgets_name_compile_stats_counts():
@@ -196,7 +193,7 @@ def test_defaults_when_optional_fields_are_absent(tmp_path):
 def test_mode_for_pinned_versions_follows_the_2_11_boundary(major, minor, micro):
     version = Version(f"{major}.{minor}.{micro}")
     mode = matrix.mode_for_spec(SpecifierSet(f"=={version}"), "here")
-    assert mode == ("opaque" if version >= compat.OPAQUE_MIN_VERSION else "string")
+    assert mode == ("opaque" if version >= OPAQUE_MIN_VERSION else "string")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_layername.matrix import load_matrix
+from pytest_layername.release.matrix import load_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX = load_matrix(ROOT / "matrix.toml")
@@ -102,7 +102,7 @@ def _this_torch_cell(tmp_path: Path, name: str, extra: str = "") -> tuple[dict[s
     """A one-cell matrix on this torch's version running a slice of the suite: (nox env, reports folder)."""
     import torch
 
-    from pytest_layername.modes import auto_mode
+    from pytest_layername.core.modes import auto_mode
 
     version, mode = torch.__version__.split("+")[0], auto_mode()
     matrix_file = tmp_path / "matrix.toml"
@@ -119,7 +119,7 @@ def _this_torch_cell(tmp_path: Path, name: str, extra: str = "") -> tuple[dict[s
 @pytest.mark.slow
 def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
     """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
-    from pytest_layername.modes import auto_mode
+    from pytest_layername.core.modes import auto_mode
 
     env, reports = _this_torch_cell(tmp_path, "here")
     done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", env=env, timeout=900)

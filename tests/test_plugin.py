@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from pytest_layername import compat
-from pytest_layername.report import load_report
+from pytest_layername.core import compat
+from pytest_layername.release.report import load_report
 
 MODE_TEST = """
     def test_mode(layername_mode):
@@ -21,7 +21,7 @@ MODE_TEST = """
 
 COUNTER_TEST = """
     import torch
-    from pytest_layername.models import build_model, run
+    from pytest_layername.harness.models import build_model, run
 
     def test_decoder(layername_mode, layername_impl, compile_counter):
         model = build_model("decoder", 4, layername_impl, layername_mode)
@@ -196,8 +196,8 @@ def test_broken_str_op_fails_expect_naming_op_and_constant(pytester: pytest.Pyte
     pytester.makepyfile(
         """
         import torch
-        from pytest_layername.broken import break_model
-        from pytest_layername.models import build_model, run
+        from pytest_layername.testing.broken import break_model
+        from pytest_layername.harness.models import build_model, run
 
         def test_broken(layername_impl, compile_counter):
             model = break_model(build_model("decoder", 16, layername_impl, "opaque"))
@@ -220,7 +220,7 @@ def test_broken_str_op_fails_expect_naming_op_and_constant(pytester: pytest.Pyte
 def test_fusion_matches_fixture_and_report(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_layername.fusion_log import record_match, record_patterns
+        from pytest_layername.fusion.log import record_match, record_patterns
 
         def test_fused(fusion_matches):
             record_patterns("demo_fusion", ["p0"])
@@ -237,7 +237,8 @@ def test_fusion_matches_fixture_and_report(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*fusion pass 'demo_fusion': matched: expected 1, got 0*"])
     tests = {t["nodeid"].split("::")[1]: t for t in load_report(pytester.path / "r.json")["tests"]}
-    assert tests["test_fused[string]"]["fusion"]["demo_fusion"] == {
+    assert tests["test_fused"]["mode"] is None  # fusion_matches needs no layername_mode
+    assert tests["test_fused"]["fusion"]["demo_fusion"] == {
         "patterns": 1,
         "matched": 4,
         "per_pattern": {"p0": 4},
@@ -253,11 +254,11 @@ def test_markers_are_registered_and_skip_with_reasons(pytester: pytest.Pytester)
         def test_string_only(layername_mode):
             assert layername_mode == "string"
 
-        @pytest.mark.requires_cuda
+        @pytest.mark.layername_requires_cuda
         def test_cuda():
             pass
 
-        @pytest.mark.requires_opaque
+        @pytest.mark.layername_requires_opaque
         def test_opaque():
             pass
         """
@@ -267,7 +268,7 @@ def test_markers_are_registered_and_skip_with_reasons(pytester: pytest.Pytester)
     result.assert_outcomes(passed=2 + cuda, skipped=2 - cuda)
     result.stdout.fnmatch_lines(["*test runs only in mode(s) [[]'string'[]]*"])
     if not cuda:
-        result.stdout.fnmatch_lines(["*requires_cuda: no CUDA device: torch.cuda.is_available() is False*"])
+        result.stdout.fnmatch_lines(["*layername_requires_cuda: no CUDA device: torch.cuda.is_available() is False*"])
 
 
 def test_bad_layername_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -289,7 +290,8 @@ def test_without_opaque_support_auto_is_string_and_opaque_cases_skip(
     pytester: pytest.Pytester, unsupported_torch: None
 ) -> None:
     pytester.makepyfile(
-        textwrap.dedent(MODE_TEST) + "\n\nimport pytest\n\n@pytest.mark.requires_opaque\ndef test_needs():\n    pass\n"
+        textwrap.dedent(MODE_TEST)
+        + "\n\nimport pytest\n\n@pytest.mark.layername_requires_opaque\ndef test_needs():\n    pass\n"
     )
     result = pytester.runpytest("--layername-mode=both", "-rs")
     result.assert_outcomes(passed=2, skipped=2)
@@ -312,7 +314,8 @@ def test_header_names_torch_mode_impl_device(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             f"layername: torch {torch.__version__}, opaque *, mode both -> opaque,string, "
-            "impl pytest_layername.reference (native *, switch pytest_layername.reference._USE_LAYERNAME), device *"
+            "impl pytest_layername.core.reference "
+            "(native *, switch pytest_layername.core.reference._USE_LAYERNAME), device *"
         ]
     )
 
@@ -327,7 +330,7 @@ def test_json_report_has_both_modes_and_metadata(pytester: pytest.Pytester) -> N
     assert run["torch"] == torch.__version__ and run["modes"] == ["opaque", "string"]
     assert run["requested_mode"] == "both" and run["start"] and run["end"]
     assert run["impl_native_mode"] == ("opaque" if compat.opaque_support().supported else "string")
-    assert run["impl_switch"] == "pytest_layername.reference._USE_LAYERNAME" and run["not_exercised"] == {}
+    assert run["impl_switch"] == "pytest_layername.core.reference._USE_LAYERNAME" and run["not_exercised"] == {}
     assert {t["mode"] for t in report["tests"]} == {"opaque", "string"}
     by_mode = {t["mode"]: t for t in report["tests"]}
     assert by_mode["opaque"]["stats"]["unique_pieces"] == 3
@@ -388,7 +391,7 @@ def test_layername_roundtrip_fixture_passes_for_the_reference(pytester: pytest.P
 
 
 BAD_RESOLVE_IMPL = """
-    from pytest_layername.reference import LayerName
+    from pytest_layername.core.reference import LayerName
 
     _USE_LAYERNAME = True
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import fixtures_unhoisted_impl
-from pytest_layername import graph_hash
-from pytest_layername.compat import opaque_support
-from pytest_layername.expectations import CountMismatch, expect_counts
-from pytest_layername.impl import Implementation, load_implementation, validate_module
-from pytest_layername.models import build_model, run
-from pytest_layername.roundtrip import RoundTripError, assert_roundtrip
-from pytest_layername.stats import compile_session
+from pytest_layername.checks.roundtrip import RoundTripError, assert_roundtrip
+from pytest_layername.compile import graph_hash
+from pytest_layername.compile.expectations import CountMismatch, expect_counts
+from pytest_layername.compile.session import compile_session
+from pytest_layername.core.compat import opaque_support
+from pytest_layername.core.implementation import Implementation, load_implementation, validate_module
+from pytest_layername.harness.models import build_model, run
 
 NEEDS_HOISTING = pytest.mark.skipif(
     not opaque_support().supported, reason=f"needs a torch with hoisting: {opaque_support().reason}"
@@ -154,7 +154,7 @@ def test_encoder_that_never_wraps_fails_the_roundtrip_at_the_encode_stage() -> N
 
 def test_reference_switch_is_what_the_roundtrip_exercises() -> None:
     impl = load_implementation()
-    assert impl.switch == "pytest_layername.reference._USE_LAYERNAME"
+    assert impl.switch == "pytest_layername.core.reference._USE_LAYERNAME"
     for mode in ("opaque", "string") if opaque_support().supported else ("string",):
         assert_roundtrip(impl, mode, ["a.b", "ü"])
         with impl.use_mode(mode):

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from pytest_layername.fusion_log import record_match, record_patterns
+from pytest_layername.fusion.log import record_match, record_patterns
 
 #: The pass names the fusion counts are reported under (``fusion_matches`` and the JSON report).
 ATTN_QUANT = "vllm.attn_quant_fusion"

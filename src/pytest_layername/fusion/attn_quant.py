@@ -16,8 +16,8 @@ import torch
 from torch._higher_order_ops.auto_functionalize import auto_functionalized
 from torch._inductor.pattern_matcher import Match
 
-from ..impl import Implementation
-from ..modes import Mode
+from ..core.implementation import Implementation
+from ..core.modes import Mode
 from .passes import LayerNameFusionPass, PatternSpec, example_tensors, wildcard_layer_name
 from .quant_ops import FUSED_QUANT_DTYPES, check_quant_dtype
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection, Sequence
 
 import torch
 
-from ..impl import Implementation
-from ..models import MLP, Attention, Block, ModelError, ReferenceModel
-from ..modes import Mode
+from ..core.implementation import Implementation
+from ..core.modes import Mode
+from ..harness.models import MLP, Attention, Block, ModelError, ReferenceModel
 from .quant_ops import QUANT_MAX, FusionOpSet, check_quant_dtype, dequantize, get_fusion_ops
 
 #: Per-layer choice: a collection of layer indices, a predicate on the index, or None for every layer.

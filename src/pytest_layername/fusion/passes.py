@@ -6,7 +6,7 @@ hoisted ``LayerName`` placeholder of every layer); in string mode it registers o
 name with the name as a closure constant: tracing a pattern bakes a ``str`` example input into the
 pattern as a constant (it cannot be a wildcard), so a per-layer pattern is all string mode can do.
 Patterns are traced on fake tensors; the opaque example input stays a real ``LayerName``.
-Counts reported to :mod:`pytest_layername.fusion_log` are what the pattern matcher did: the number
+Counts reported to :mod:`pytest_layername.fusion.log` are what the pattern matcher did: the number
 ``PatternMatcherPass.apply`` returns, attributed to patterns by the ``extra_check`` that accepted them.
 """
 
@@ -28,10 +28,10 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from torch._inductor.pattern_matcher import Match, PatternMatcherPass, fwd_only, register_replacement
 from torch._subclasses import FakeTensorMode
 
-from ..fusion_log import record_match, record_patterns
-from ..graph_hash import target_name
-from ..impl import Implementation
-from ..modes import Mode
+from ..compile.graph_hash import target_name
+from ..core.implementation import Implementation
+from ..core.modes import Mode
+from .log import record_match, record_patterns
 from .quant_ops import FusionOpSet, get_fusion_ops, op_names
 
 #: torch >= 2.11's register_replacement takes a pattern_name (a debug label); torch 2.10's does not.

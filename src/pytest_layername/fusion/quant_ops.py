@@ -1,6 +1,6 @@
 """Custom ops the fusion passes match (static quant, rotary) and emit (fused attention+quant, rope+KV update).
 
-Same namespace scheme as :mod:`pytest_layername.ops`: ops taking a layer name exist in an opaque and a
+Same namespace scheme as :mod:`pytest_layername.harness.ops`: ops taking a layer name exist in an opaque and a
 ``_str`` string variant; ``static_scaled_quant`` and ``rotary_embedding`` take no layer name and are
 shared by both modes. Every fused op has a real eager body computing exactly what the unfused ops
 compute, so compiled fused models can be compared with eager unfused ones. Op bodies count their real
@@ -11,14 +11,15 @@ executions into :func:`op_calls` logs (fake implementations do not), so tests ca
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from ..impl import Implementation
-from ..modes import Mode
-from ..ops import STRING_SUFFIX, OpSet, get_ops, qualified_name
+from ..core.implementation import Implementation
+from ..core.modes import Mode
+from ..harness.custom_ops import define_op, qualified_name
+from ..harness.ops import STRING_SUFFIX, OpSet, get_ops
 
 #: Largest finite magnitude of each quantized dtype the quant op can produce.
 QUANT_MAX: dict[torch.dtype, float] = {
@@ -102,12 +103,6 @@ class FusionOpSet:
         return self.base.namespace
 
 
-def _register(namespace: str, name: str, body: Callable, fake: Callable, mutates_args: tuple[str, ...]):
-    op = torch.library.custom_op(f"{namespace}::{name}", body, mutates_args=mutates_args)
-    op.register_fake(fake)
-    return getattr(torch.ops, namespace).__getattr__(name)
-
-
 def _shared_ops(namespace: str) -> tuple[torch._ops.OpOverloadPacket, torch._ops.OpOverloadPacket]:
     """``static_scaled_quant`` and ``rotary_embedding``: no layer name, one registration per namespace."""
 
@@ -129,8 +124,8 @@ def _shared_ops(namespace: str) -> tuple[torch._ops.OpOverloadPacket, torch._ops
         return torch.empty_like(query), torch.empty_like(key)
 
     return (
-        _register(namespace, "static_scaled_quant", static_scaled_quant, static_scaled_quant_fake, ()),
-        _register(namespace, "rotary_embedding", rotary_embedding, rotary_embedding_fake, ()),
+        define_op(f"{namespace}::static_scaled_quant", static_scaled_quant, fake=static_scaled_quant_fake),
+        define_op(f"{namespace}::rotary_embedding", rotary_embedding, fake=rotary_embedding_fake),
     )
 
 
@@ -175,18 +170,21 @@ def _fused_ops(impl: Implementation, base: OpSet) -> tuple[torch._ops.OpOverload
     def rope_kv_cache_update_fake(query, key, value, cos, sin, layer_name):
         return torch.empty_like(query), torch.empty_like(key), key.new_empty((0,))
 
-    attention_with_quant_output.__annotations__["layer_name"] = layer_name_type
-    rope_kv_cache_update.__annotations__["layer_name"] = layer_name_type
     ns = base.namespace
     return (
-        _register(
-            ns,
-            "attention_with_quant_output" + suffix,
+        define_op(
+            f"{ns}::attention_with_quant_output{suffix}",
             attention_with_quant_output,
-            attention_with_quant_output_fake,
-            ("output",),
+            fake=attention_with_quant_output_fake,
+            mutates_args=("output",),
+            layer_name_type=layer_name_type,
         ),
-        _register(ns, "rope_kv_cache_update" + suffix, rope_kv_cache_update, rope_kv_cache_update_fake, ()),
+        define_op(
+            f"{ns}::rope_kv_cache_update{suffix}",
+            rope_kv_cache_update,
+            fake=rope_kv_cache_update_fake,
+            layer_name_type=layer_name_type,
+        ),
     )
 
 

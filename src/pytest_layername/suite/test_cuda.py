@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_layername.models import build_model, run
-from pytest_layername.stats import compile_session
+from pytest_layername.compile.session import compile_session
+from pytest_layername.harness.models import build_model, run
 
-pytestmark = pytest.mark.requires_cuda
+pytestmark = pytest.mark.layername_requires_cuda
 OPAQUE_UNIQUE = {"decoder": 3, "moe": 3, "hybrid": 4}
 
 

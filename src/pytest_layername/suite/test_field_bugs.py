@@ -30,8 +30,7 @@ import textwrap
 import pytest
 import torch
 
-from pytest_layername.compat import REGISTRATION_APIS, detect_opaque_support
-from pytest_layername.field_checks import (
+from pytest_layername.checks.field_checks import (
     FxReprError,
     ImpureFakeError,
     OpaqueDefaultError,
@@ -39,10 +38,11 @@ from pytest_layername.field_checks import (
     check_fx_repr,
     define_op,
 )
-from pytest_layername.impl import Implementation
-from pytest_layername.models import build_model, run
-from pytest_layername.modes import Mode
-from pytest_layername.reference import LayerName, register_layer_name_type
+from pytest_layername.core.compat import REGISTRATION_APIS, detect_opaque_support
+from pytest_layername.core.implementation import Implementation
+from pytest_layername.core.modes import Mode
+from pytest_layername.core.reference import LayerName, register_layer_name_type
+from pytest_layername.harness.models import build_model, run
 
 NAMES = ["model.layers.0.self_attn", "model.layers.1.self_attn", "model.layers.2.self_attn"]
 _OPS: dict[tuple[str, str], object] = {}
@@ -146,7 +146,7 @@ def test_wrong_fx_repr_contract_is_a_clear_error(cls, message):
     assert f"{cls.__qualname__}.__fx_repr__" in str(error.value)
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_torch_own_fx_repr_error_is_unclear():
     """What torch >= 2.11 says for a bare-string ``__fx_repr__``: an unpacking error naming neither class nor fix."""
     from torch._library.opaque_object import get_opaque_obj_repr
@@ -175,7 +175,7 @@ def test_opaque_default_is_rejected_clearly_at_registration():
     assert not hasattr(torch.ops.layername_fieldbugs, "with_default")  # nothing was registered
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_torch_itself_rejects_opaque_defaults():
     """Documents torch's own answer (>= 2.11): a ValueError at schema inference that asks for a bug report."""
     with pytest.raises(ValueError, match="unsupported default value type"):
@@ -192,7 +192,7 @@ def _registration_api() -> str:
     return next(name for name in REGISTRATION_APIS if hasattr(opaque_object, name))
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_detection_without_hoist_keyword(monkeypatch):
     from torch._library import opaque_object
 
@@ -212,8 +212,8 @@ SIMULATION = textwrap.dedent(
         options.pop("hoist", None)
         return real(cls, typ=typ, **options)
     setattr(oo, name, register)
-    from pytest_layername import compat, modes, reference
-    from pytest_layername.measure import measure_compile
+    from pytest_layername.core import compat, modes, reference
+    from pytest_layername.compile.measure import measure_compile
     out = {"support": compat.opaque_support().as_dict(), "auto": modes.auto_mode(),
            "registered": reference.OPAQUE_REGISTERED, "type": reference.LayerNameType.__name__}
     try:
@@ -227,7 +227,7 @@ SIMULATION = textwrap.dedent(
 )
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_torch_without_hoist_falls_back_to_string_mode():
     """A fresh process whose torch lacks ``hoist=``: auto is string, opaque is refused with the reason, models run."""
     done = subprocess.run([sys.executable, "-c", SIMULATION], capture_output=True, text=True, timeout=300)
@@ -246,7 +246,7 @@ def test_torch_without_hoist_falls_back_to_string_mode():
 
 def test_registering_twice_is_harmless(layername_impl, layername_mode, layername_device, compile_counter):
     """``register_layer_name_type`` again (as a second import path would): torch still hoists; dedup still holds."""
-    from pytest_layername.compat import is_hoisted_opaque_type
+    from pytest_layername.core.compat import is_hoisted_opaque_type
 
     registered = register_layer_name_type()
     assert register_layer_name_type() is registered  # no raise, same answer
@@ -261,8 +261,8 @@ DOUBLE_RAW = textwrap.dedent(
     """
     import json
     from torch._library.opaque_object import register_opaque_type, should_hoist
-    from pytest_layername.impl import load_implementation
-    from pytest_layername.reference import LayerName
+    from pytest_layername.core.implementation import load_implementation
+    from pytest_layername.core.reference import LayerName
     try:
         register_opaque_type(LayerName, typ="value")  # a second, raw registration without hoist=True
         raised = None
@@ -274,7 +274,7 @@ DOUBLE_RAW = textwrap.dedent(
 )
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_raw_second_registration_is_refused_and_any_lost_hoist_is_detected():
     """A raw second ``register_opaque_type`` raises; where it also drops hoisting (2.13), opaque mode is refused.
 
@@ -386,7 +386,7 @@ def _echo_op(impl: Implementation):
     return _OPS[key]
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_layer_name_built_with_keyword_argument(layername_impl, layername_device):
     """A layer that builds its ``LayerName(value=...)`` with a keyword inside the compiled region.
 
@@ -435,10 +435,10 @@ DEPRECATIONS = textwrap.dedent(
                     calls.append([_name, cls.__qualname__, kwargs.get("typ"), kwargs.get("hoist")])
                 return _original(cls, *args, **kwargs)
             setattr(registry, name, spy)
-    from pytest_layername import compat, reference
-    from pytest_layername.impl import load_implementation
-    from pytest_layername.measure import measure_compile
-    from pytest_layername.modes import auto_mode
+    from pytest_layername.core import compat, reference
+    from pytest_layername.core.implementation import load_implementation
+    from pytest_layername.compile.measure import measure_compile
+    from pytest_layername.core.modes import auto_mode
     impl = load_implementation()
     impl.mode_problem("opaque")
     measure_compile("decoder", 2, auto_mode(), compiler="eager")

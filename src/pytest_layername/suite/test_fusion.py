@@ -27,7 +27,7 @@ from pytest_layername.fusion.testing import (
     QUANT_TOLERANCE,
     fast_cpu_inductor,
 )
-from pytest_layername.models import run
+from pytest_layername.harness.models import run
 
 FP8, INT8 = torch.float8_e4m3fn, torch.int8
 

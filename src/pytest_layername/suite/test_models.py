@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_layername.broken import OP_NAME, break_model
-from pytest_layername.expectations import CountMismatch
-from pytest_layername.models import build_model, run
+from pytest_layername.compile.expectations import CountMismatch
+from pytest_layername.harness.models import build_model, run
+from pytest_layername.testing.broken import OP_NAME, break_model
 
 # Unique pieces with hoisted names: first piece, the repeated middle piece, last piece (hybrid: two middles).
 OPAQUE_UNIQUE = {"decoder": 3, "moe": 3, "hybrid": 4}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_layername.forward_context import forward_context
-from pytest_layername.models import build_model, run
-from pytest_layername.ops import get_ops
+from pytest_layername.core.forward_context import forward_context
+from pytest_layername.harness.models import build_model, run
+from pytest_layername.harness.ops import get_ops
 
 
 def test_schema_takes_opaque_or_str(layername_mode, layername_impl):

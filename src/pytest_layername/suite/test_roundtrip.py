@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_layername.compat import is_registered_opaque_type, opaque_base, register_value_type
-from pytest_layername.impl import Implementation
-from pytest_layername.roundtrip import CACHE_METHODS, RoundTripError, assert_cache_roundtrip, check_roundtrip
+from pytest_layername.checks.roundtrip import CACHE_METHODS, RoundTripError, assert_cache_roundtrip, check_roundtrip
+from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, register_value_type
+from pytest_layername.core.implementation import Implementation
 
 NASTY = [
     "model.layers.0.self_attn",
@@ -123,7 +123,7 @@ def _broken(cls: type) -> Implementation:
 
 
 def _value_failures(cls: type, names: list[str]) -> list[str]:
-    from pytest_layername.roundtrip import _value_failures as failures_of
+    from pytest_layername.checks.roundtrip import _value_failures as failures_of
 
     return [str(f) for name in names for f in failures_of(_broken(cls), "opaque", name)]
 
@@ -143,7 +143,7 @@ def test_broken_fx_repr_is_reported():
     assert "{value!r}" in failures[0] or "quote" in failures[0]
 
 
-@pytest.mark.requires_opaque
+@pytest.mark.layername_requires_opaque
 def test_unhoisted_value_type_is_caught_baking_names():
     """A value opaque type registered without ``hoist=True`` is baked into the graph: the compiled stage says so."""
     if not is_registered_opaque_type(NotHoisted):
@@ -155,7 +155,7 @@ def test_unhoisted_value_type_is_caught_baking_names():
 
     impl = Unchecked("broken_not_hoisted", NotHoisted, NotHoisted, lambda v: v.value)
     with pytest.raises(RoundTripError) as error:
-        from pytest_layername.roundtrip import assert_roundtrip
+        from pytest_layername.checks.roundtrip import assert_roundtrip
 
         assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn", "model.layers.1.self_attn"])
     message = str(error.value)

@@ -1,0 +1,6 @@
+"""The benchmark (``layername bench``, ``nox -s bench``): cold compile time and pieces versus layer count.
+
+:mod:`.runner` measures (it imports :mod:`..compile`, :mod:`..harness`, :mod:`..core`); :mod:`.report`
+turns a run into markdown, JSON and a plot; :mod:`.startup` times a plain pytest run with the plugin against
+``-p no:layername`` (neither imports torch).
+"""

@@ -1,0 +1,357 @@
+"""Layer-name round trips: encode→resolve, pickle, deepcopy, ``__fx_repr__``, a compiled graph, a compile cache.
+
+Every stage must hand the op exactly the name it was given. :func:`assert_roundtrip` checks values and
+a freshly compiled graph; :func:`assert_cache_roundtrip` reloads an inductor artifact (FX-graph/AOT cache
+hit, or ``standalone_compile`` save/load) and checks the op still receives the right name, never ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch._dynamo.utils as dynamo_utils
+from torch import fx, nn
+
+from ..compile.graph_hash import target_name
+from ..compile.session import compile_session
+from ..core.compat import standalone_options
+from ..core.implementation import Implementation
+from ..core.modes import Mode, ModeError
+from ..harness.custom_ops import define_op
+from .field_checks import FieldCheckError, check_fx_repr
+
+STAGES = ("encode", "pickle", "deepcopy", "fx_repr", "compiled")
+CACHE_METHODS = ("cache_hit", "standalone")
+
+
+@dataclass(frozen=True)
+class StageFailure:
+    """One name that did not survive one stage."""
+
+    name: str
+    stage: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.stage}] {self.name!r}: {self.detail}"
+
+
+class RoundTripError(AssertionError):
+    """Layer names changed on the way to the op; the message lists every name and stage that failed."""
+
+    def __init__(self, impl: Implementation, mode: Mode, failures: Sequence[StageFailure]) -> None:
+        self.failures = list(failures)
+        lines = "\n  ".join(str(f) for f in self.failures)
+        super().__init__(f"layer-name round trip failed for {impl.module_name} in {mode} mode:\n  {lines}")
+
+
+def _check_value(impl: Implementation, mode: Mode, name: str, value: Any, stage: str) -> StageFailure | None:
+    expected_type = impl.LayerName if mode == "opaque" else str
+    if type(value) is not expected_type:
+        return StageFailure(name, stage, f"got {type(value).__name__} {value!r}, expected {expected_type.__name__}")
+    try:
+        resolved = impl.resolve(value)
+    except Exception as error:
+        return StageFailure(name, stage, f"resolve raised {type(error).__name__}: {error}")
+    if type(resolved) is not str or resolved != name:
+        return StageFailure(name, stage, f"resolves to {resolved!r}")
+    return None
+
+
+def _value_failures(impl: Implementation, mode: Mode, name: str) -> list[StageFailure]:
+    with impl.use_mode(mode):
+        encoded = impl.encode(name)  # the implementation's own _encode_layer_name, under its own switch
+    failures = [_check_value(impl, mode, name, encoded, "encode")]
+    if failures[0] is not None:  # the later stages copy what the encoder returned: only its stage is to blame
+        return failures
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        try:
+            copied = pickle.loads(pickle.dumps(encoded, protocol=protocol))
+        except Exception as error:
+            failures.append(StageFailure(name, f"pickle(protocol={protocol})", f"{type(error).__name__}: {error}"))
+            continue
+        failures.append(_check_value(impl, mode, name, copied, f"pickle(protocol={protocol})"))
+        if copied != encoded or hash(copied) != hash(encoded):
+            failures.append(StageFailure(name, f"pickle(protocol={protocol})", "copy is not equal with an equal hash"))
+    for copier in (copy.copy, copy.deepcopy):
+        failures.append(_check_value(impl, mode, name, copier(encoded), copier.__name__))
+    if mode == "opaque":
+        try:
+            failures.append(_check_value(impl, mode, name, check_fx_repr(encoded), "fx_repr"))
+        except FieldCheckError as error:
+            failures.append(StageFailure(name, "fx_repr", str(error)))
+    return [f for f in failures if f is not None]
+
+
+# -- the probe: a module calling one op per name, as a model's layers do ------------------------------
+
+_received: list[Any] = []
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[list[Any]]:
+    _received.clear()
+    try:
+        yield _received
+    finally:
+        _received.clear()
+
+
+_PROBES: dict[tuple[str, Mode], Any] = {}
+
+
+def probe_op(impl: Implementation, mode: Mode) -> Any:
+    """``<namespace>_rt::echo[_str]``: records what it receives (resolved) and returns ``x + 1``."""
+    key = (impl.namespace, mode)
+    if key not in _PROBES:
+        if mode == "opaque" and (reason := impl.opaque_unavailable_reason()):
+            raise ModeError(f"cannot run the opaque round trip: {reason}")
+        qualname = f"{impl.namespace}_rt::echo" + ("" if mode == "opaque" else "_str")
+        resolve = impl.resolve
+
+        def echo(x: torch.Tensor, layer_name: object) -> torch.Tensor:
+            try:
+                _received.append(resolve(layer_name))
+            except Exception as error:  # e.g. None after a broken cache load: record, let the check report it
+                _received.append(f"<{type(layer_name).__name__} {layer_name!r}: {error}>")
+            return x + 1
+
+        layer_name_type = impl.LayerName if mode == "opaque" else str
+        fake = lambda x, layer_name: torch.empty_like(x)  # noqa: E731
+        _PROBES[key] = define_op(qualname, echo, fake=fake, layer_name_type=layer_name_type)
+    return _PROBES[key]
+
+
+class Probe(nn.Module):
+    """Calls the probe op once per name, encoding each name inside ``forward`` like a model layer."""
+
+    def __init__(self, impl: Implementation, mode: Mode, names: Sequence[str]) -> None:
+        super().__init__()
+        self.impl, self.mode, self.names = impl, mode, list(names)
+        self.op = probe_op(impl, mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.names:
+            x = self.op(x, self.impl.encode(name))
+        return x
+
+
+class _Capture:
+    """A backend that keeps each Dynamo graph and its example inputs, then compiles with ``compiler``."""
+
+    def __init__(self, compiler: str) -> None:
+        self.compiler = compiler
+        self.graphs: list[tuple[fx.GraphModule, list[Any]]] = []
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+        from ..compile.backend import inner_compile
+
+        self.graphs.append((gm, list(example_inputs)))
+        return inner_compile(self.compiler, gm, example_inputs)
+
+
+def _compare_received(names: Sequence[str], received: Sequence[Any], stage: str) -> list[StageFailure]:
+    if len(received) != len(names):
+        return [
+            StageFailure(n, stage, f"op ran {len(received)} times for {len(names)} names: {received!r}") for n in names
+        ]
+    return [StageFailure(n, stage, f"op received {r!r}") for n, r in zip(names, received, strict=True) if r != n]
+
+
+def _constants(gm: fx.GraphModule) -> Iterator[tuple[str, Any]]:
+    """``(op, constant)`` for every non-node argument of every call in ``gm``."""
+    for node in gm.graph.nodes:
+        if node.op in ("call_function", "call_method", "call_module"):
+            leaves = torch.utils._pytree.tree_leaves((node.args, node.kwargs))
+            yield from ((target_name(node.target), v) for v in leaves if not isinstance(v, fx.Node))
+
+
+def _graph_failures(
+    impl: Implementation, mode: Mode, names: Sequence[str], capture: _Capture, stage: str
+) -> list[StageFailure]:
+    if not capture.graphs:
+        return [StageFailure(n, stage, "the backend never ran: the call fell back to eager") for n in names]
+    if mode != "opaque":
+        return []
+    baked: dict[str, str] = {}
+    for gm, _ in capture.graphs:
+        for op, value in _constants(gm):
+            if isinstance(value, impl.LayerName):
+                baked.setdefault(impl.resolve(value), f"{op}(..., {value!r})")
+            elif isinstance(value, str):
+                baked.setdefault(value, f"{op}(..., {value!r})")
+    return [
+        StageFailure(n, stage, f"baked into the graph as a constant: {baked[n]}; LayerName is not hoisted")
+        for n in names
+        if n in baked
+    ]
+
+
+def _compiled_failures(
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str, device: str
+) -> list[StageFailure]:
+    stage = f"compiled({compiler})"
+    probe = Probe(impl, mode, names)
+    x = torch.zeros(2, device=device)
+    capture = _Capture(compiler)
+    torch._dynamo.reset()  # a fresh probe per call: without a reset, calls would pile up as recompiles
+    with _recording() as received, impl.use_mode(mode):
+        try:
+            out = torch.compile(probe, backend=capture, fullgraph=True)(x)
+        except Exception as error:
+            return [
+                StageFailure(n, stage, f"compiling or running raised {type(error).__name__}: {error}") for n in names
+            ]
+        failures = _graph_failures(impl, mode, names, capture, stage) + _compare_received(names, received, stage)
+    if not torch.equal(out, x + len(names)):
+        failures.append(StageFailure(names[0], stage, f"output {out.tolist()} != eager {(x + len(names)).tolist()}"))
+    return failures
+
+
+def check_roundtrip(
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager", device: str = "cpu"
+) -> list[StageFailure]:
+    """Every (name, stage) that failed: value stages per name, then one compiled graph over all names."""
+    names = list(names)
+    if not names:
+        raise ValueError("check_roundtrip needs at least one layer name")
+    failures = [f for name in names for f in _value_failures(impl, mode, name)]
+    return failures + _compiled_failures(impl, mode, names, compiler, device)
+
+
+def assert_roundtrip(
+    impl: Implementation, mode: Mode, names: Sequence[str], compiler: str = "aot_eager", device: str = "cpu"
+) -> None:
+    """Raise :class:`RoundTripError` unless every name survives every stage (see :data:`STAGES`)."""
+    if failures := check_roundtrip(impl, mode, names, compiler, device):
+        raise RoundTripError(impl, mode, failures)
+
+
+# -- compile-cache round trip ----------------------------------------------------------------------
+
+
+@dataclass
+class CacheRoundTrip:
+    """What a cache round trip did, read from torch's counters."""
+
+    method: str
+    mode: Mode
+    names: list[str]
+    reload_names: list[str]
+    received_first: list[Any] = field(default_factory=list)
+    received_reloaded: list[Any] = field(default_factory=list)
+    cache_hits: int = 0  # AOT-autograd + FX-graph cache hits during the reload
+    cache_misses: int = 0  # during the reload
+    device: str = "cpu"
+
+
+def _cache_counts() -> tuple[int, int]:
+    counters = dynamo_utils.counters
+    hits = counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
+    misses = counters["aot_autograd"]["autograd_cache_miss"] + counters["inductor"]["fxgraph_cache_miss"]
+    return int(hits), int(misses)
+
+
+def _reload_via_cache(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
+    with compile_session(fresh_inductor_cache=True):
+        with _recording() as received:
+            torch.compile(Probe(impl, mode, result.names), backend="inductor", fullgraph=True)(
+                torch.zeros(2, device=result.device)
+            )
+            result.received_first = list(received)
+        torch._dynamo.reset()  # forget the in-memory artifact: the next compile must come from the cache
+        hits, misses = _cache_counts()
+        with _recording() as received:
+            torch.compile(Probe(impl, mode, result.reload_names), backend="inductor", fullgraph=True)(
+                torch.zeros(2, device=result.device)
+            )
+            result.received_reloaded = list(received)
+        now_hits, now_misses = _cache_counts()
+        result.cache_hits, result.cache_misses = now_hits - hits, now_misses - misses
+
+
+def _reload_via_standalone(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
+    from torch._inductor import CompiledArtifact, standalone_compile
+
+    capture = _Capture("eager")
+    torch._dynamo.reset()
+    with _recording() as received:
+        torch.compile(Probe(impl, mode, result.names), backend=capture, fullgraph=True)(
+            torch.zeros(2, device=result.device)
+        )
+        result.received_first = list(received)
+    gm, example_inputs = capture.graphs[0]
+    rename = dict(zip(result.names, result.reload_names, strict=True))
+    inputs = [impl.encode(rename[impl.resolve(v)]) if isinstance(v, impl.LayerName) else v for v in example_inputs]
+    with compile_session(fresh_inductor_cache=True), tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "artifact.bin")
+        standalone_compile(gm, example_inputs, **standalone_options()).save(path=path, format="binary")
+        loaded = CompiledArtifact.load(path=path, format="binary")
+        with _recording() as received:
+            loaded(*inputs)
+            result.received_reloaded = list(received)
+
+
+def cache_roundtrip(
+    impl: Implementation,
+    mode: Mode,
+    names: Sequence[str],
+    method: str = "cache_hit",
+    rename: bool | None = None,
+    device: str = "cpu",
+) -> CacheRoundTrip:
+    """Compile a probe with inductor, reload the artifact (``method``), and record what the op received.
+
+    ``cache_hit``: compile, reset Dynamo, compile again from the (fresh, private) inductor cache.
+    ``standalone``: ``standalone_compile`` (``aot=True`` where this torch has it), save to disk, load and
+    call the loaded artifact.
+    With ``rename`` (default: in opaque mode) the reload uses other names, so the names must come from
+    the caller, not from the artifact.
+    """
+    if method not in CACHE_METHODS:
+        raise ValueError(f"unknown cache round-trip method {method!r}; choose one of: {', '.join(CACHE_METHODS)}")
+    rename = mode == "opaque" if rename is None else rename
+    if rename and mode != "opaque":
+        raise ValueError("rename needs opaque mode: string-mode artifacts contain their names")
+    names = list(names)
+    fresh = {n: f"reloaded.{i}.{n}" for i, n in enumerate(dict.fromkeys(names))}
+    reload_names = [fresh[n] for n in names] if rename else names
+    result = CacheRoundTrip(method, mode, names, reload_names, device=device)
+    with impl.use_mode(mode):
+        (_reload_via_cache if method == "cache_hit" else _reload_via_standalone)(impl, mode, result)
+    return result
+
+
+def assert_cache_roundtrip(
+    impl: Implementation,
+    mode: Mode,
+    names: Sequence[str],
+    method: str = "cache_hit",
+    rename: bool | None = None,
+    device: str = "cpu",
+) -> CacheRoundTrip:
+    """:func:`cache_roundtrip`, raising :class:`RoundTripError` unless the op got every name both times."""
+    result = cache_roundtrip(impl, mode, names, method, rename, device)
+    stage = f"cache({method})"
+    failures = _compare_received(result.names, result.received_first, f"{stage}, first run")
+    failures += _compare_received(result.reload_names, result.received_reloaded, f"{stage}, after reload")
+    if method == "cache_hit" and result.cache_hits == 0:
+        failures.append(
+            StageFailure(
+                result.names[0],
+                stage,
+                f"the reload was not a cache hit ({result.cache_misses} misses); is the FX-graph or AOT-autograd "
+                "cache disabled (TORCHINDUCTOR_FX_GRAPH_CACHE=0 / TORCHINDUCTOR_AUTOGRAD_CACHE=0)?",
+            )
+        )
+    if failures:
+        raise RoundTripError(impl, mode, failures)
+    return result

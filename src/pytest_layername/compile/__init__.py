@@ -1,0 +1,6 @@
+"""What compiling costs, as torch reports it.
+
+Owns the piecewise backend (:mod:`.backend`), structural graph hashing (:mod:`.graph_hash`), compile
+statistics (:mod:`.stats`), sessions that read them from torch (:mod:`.session`), count expectations and
+measurement of the reference models (:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
+"""

@@ -1,0 +1,329 @@
+"""The pytest plugin (entry point ``pytest11``): inert until a layer-name option, fixture or marker is used.
+
+Loading it imports only pytest, the standard library and torch-free modules, and touches no environment
+variable. Torch, the implementation and the run's resolution (:mod:`.run`) load the first time a layer-name
+option is given (command line, ini or ``LAYERNAME_*`` environment) or a test uses a layer-name fixture or
+marker; the inductor cache is isolated by the fixtures that compile. Per-test results travel as
+``user_properties`` (:mod:`.reporting`), the JSON report is written by the controller only.
+
+Imports :mod:`..core.names` and :mod:`.reporting` at load; everything else in the package lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..core.names import DEVICES, REQUESTABLE
+from .reporting import KNOWN_BUG, MODE, STATS, ReportCollector, fusion_properties, read_properties, stats_properties
+
+if TYPE_CHECKING:
+    from ..core.implementation import Implementation
+    from .counters import CompileCounter, FusionMatches
+    from .run import LayerNameRun
+
+ENV_MODE = "LAYERNAME_MODE"
+ENV_DEVICE = "LAYERNAME_DEVICE"
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+#: marker name -> (help, deprecated alias kept for one release or None)
+MARKERS = {
+    "layername": (
+        "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
+        None,
+    ),
+    "layername_requires_opaque": (
+        "skip unless this torch supports hoisted LayerName inputs (fails if the implementation's LayerName is not "
+        "hoisted on such a torch)",
+        "requires_opaque",
+    ),
+    "layername_requires_cuda": ("skip unless the run's device is cuda", "requires_cuda"),
+}
+SLOW_MARKER = "slow: long-running cells (many layers, inductor at scale); deselect with -m 'not slow'"
+#: fixtures whose use turns the plugin on (each needs the run)
+FIXTURES = frozenset(
+    {"layername_mode", "layername_impl", "layername_device", "compile_counter", "fusion_matches", "layername_roundtrip"}
+)
+RUN_KEY = pytest.StashKey["LayerNameRun"]()
+HEADER_SHOWN_KEY = pytest.StashKey[bool]()
+KNOWN_BUG_KEY = pytest.StashKey[Any]()  # a release.known_bugs.KnownBug
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("layername", "hoisted LayerName compile testing")
+    group.addoption(
+        "--layername-mode",
+        choices=REQUESTABLE,
+        default=None,
+        help=f"layer-name mode: {'|'.join(REQUESTABLE)} (default: ini layername_mode, env {ENV_MODE}, else auto)",
+    )
+    group.addoption(
+        "--layername-impl",
+        default=None,
+        help="dotted module providing LayerName, _encode_layer_name, _resolve_layer_name "
+        "(default: the bundled pytest_layername.core.reference)",
+    )
+    group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
+    group.addoption(
+        "--layername-device",
+        choices=DEVICES,
+        default=None,
+        help=f"where suite models, ops and fusion tests run: {'|'.join(DEVICES)} (default: ini layername_device, "
+        f"env {ENV_DEVICE}, else auto = cuda when available)",
+    )
+    group.addoption(
+        "--layername-allow-unhoisted",
+        action="store_true",
+        default=False,
+        help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
+        "hoisted on a torch that supports hoisting",
+    )
+    parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
+    parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
+    parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
+
+
+def _asked_for(config: pytest.Config) -> bool:
+    """Whether any layer-name option was given: command line, ini or environment."""
+    options = ("layername_mode", "layername_impl", "layername_report", "layername_device", "layername_allow_unhoisted")
+    return (
+        any(config.getoption(name) for name in options)
+        or any(config.getini(name) for name in ("layername_mode", "layername_impl", "layername_device"))
+        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE))
+    )
+
+
+def layername_run(config: pytest.Config) -> LayerNameRun:
+    """This process's run, resolved (torch and the implementation imported) on first use."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        from .run import start_run
+
+        run = config.stash[RUN_KEY] = start_run(config)
+    return run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, (help_text, alias) in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+        if alias:
+            config.addinivalue_line("markers", f"{alias}: deprecated alias of {name}")
+    config.addinivalue_line("markers", SLOW_MARKER)
+    if not _asked_for(config):
+        return
+    run = layername_run(config)  # options given: usage errors surface now, not mid-collection
+    report_path = config.getoption("layername_report")
+    if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
+        collector = ReportCollector(config, report_path, run_info=run.run_info())
+        config.pluginmanager.register(collector, "layername-report")
+        if config.pluginmanager.hasplugin("xdist"):
+            from .reporting import XdistCrashes
+
+            config.pluginmanager.register(XdistCrashes(collector), "layername-report-xdist")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if RUN_KEY not in config.stash:
+        return None
+    config.stash[HEADER_SHOWN_KEY] = True
+    return config.stash[RUN_KEY].header()
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
+    """The header of a run that started during collection (no option given, a fixture or marker used)."""
+    if RUN_KEY not in config.stash or config.stash.get(HEADER_SHOWN_KEY, False):
+        return None
+    config.stash[HEADER_SHOWN_KEY] = True
+    return config.stash[RUN_KEY].header()
+
+
+def _marker_modes(metafunc: pytest.Metafunc) -> set[str] | None:
+    marker = metafunc.definition.get_closest_marker("layername")
+    if marker is None:
+        return None
+    modes = marker.kwargs.get("modes", marker.args[0] if marker.args else None)
+    unknown = set(modes or ()) - {"opaque", "string"}
+    if not modes or unknown:
+        pytest.fail(
+            f"{metafunc.definition.nodeid}: @pytest.mark.layername(modes=[...]) takes 'opaque' and/or 'string', "
+            f"got {modes!r}",
+            pytrace=False,
+        )
+    return set(modes)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "layername_mode" in metafunc.fixturenames:
+        params = layername_run(metafunc.config).mode_params(_marker_modes(metafunc))
+        metafunc.parametrize("layername_mode", params, indirect=True)
+
+
+def _marker(item: pytest.Item, name: str) -> bool:
+    """Whether ``item`` carries marker ``name`` or its deprecated alias (warning about the alias)."""
+    if item.get_closest_marker(name) is not None:
+        return True
+    alias = MARKERS[name][1]
+    if alias and item.get_closest_marker(alias) is not None:
+        item.warn(pytest.PytestDeprecationWarning(f"marker {alias!r} is deprecated; use {name!r}"))
+        return True
+    return False
+
+
+def _uses_layername(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return bool(FIXTURES.intersection(fixtures)) or any(
+        item.get_closest_marker(name) or (alias and item.get_closest_marker(alias))
+        for name, (_, alias) in MARKERS.items()
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Record each layer-name test's mode and tie it to a known torch bug that covers it on this torch."""
+    if RUN_KEY not in config.stash and not any(_uses_layername(item) for item in items):
+        return  # inert: no option given, no layer-name test collected
+    bugs = layername_run(config).known_bugs
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "layername_mode" in callspec.params:
+            item.user_properties.append((MODE, callspec.params["layername_mode"]))
+        if bug := next((b for b in bugs if b.covers(item.nodeid)), None):
+            item.stash[KNOWN_BUG_KEY] = bug
+            item.user_properties.append((KNOWN_BUG, bug.id))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    run = item.config.stash.get(RUN_KEY, None)
+    if run is None:  # no layer-name test was collected in this process
+        return
+    callspec = getattr(item, "callspec", None)
+    opaque_case = callspec is not None and callspec.params.get("layername_mode") == "opaque"
+    deselected_mode = item.get_closest_marker("skip") is not None  # e.g. a string-only test's opaque case
+    needs_opaque = (opaque_case and not deselected_mode) or _marker(item, "layername_requires_opaque")
+    run.check_item(item, needs_opaque=bool(needs_opaque), needs_cuda=_marker(item, "layername_requires_cuda"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    bug = item.stash.get(KNOWN_BUG_KEY, None)
+    if bug is not None and report.when == "call":
+        from .run import apply_known_bug
+
+        apply_known_bug(bug, report, call.excinfo)
+    return report
+
+
+@pytest.fixture(scope="session")
+def layername_inductor_cache() -> Iterator[str]:
+    """The run's own inductor/AOT cache dir (``TORCHINDUCTOR_CACHE_DIR``), unless the user chose one.
+
+    Tests then neither read artifacts that earlier runs left in the machine-wide cache (built with other
+    inductor settings) nor leave their own there. ``compile_counter`` isolates each test further.
+    """
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        yield chosen
+        return
+    cache_dir = tempfile.mkdtemp(prefix="layername-inductor-")
+    os.environ[CACHE_ENV] = cache_dir
+    try:
+        yield cache_dir
+    finally:
+        os.environ.pop(CACHE_ENV, None)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def layername_device(pytestconfig: pytest.Config) -> str:
+    """``"cpu"`` or ``"cuda"``: where suite models, ops and fusion tests run (``--layername-device``)."""
+    return layername_run(pytestconfig).device
+
+
+@pytest.fixture(scope="session")
+def layername_impl(pytestconfig: pytest.Config, layername_inductor_cache: str) -> Implementation:
+    """The layer-name implementation under test (``--layername-impl``, default the bundled reference)."""
+    return layername_run(pytestconfig).impl
+
+
+@pytest.fixture
+def layername_mode(request: pytest.FixtureRequest, layername_impl: Implementation) -> Iterator[str]:
+    """``"opaque"`` or ``"string"``: the mode of this test case; the implementation's encoder is switched to it."""
+    mode = request.param
+    with layername_impl.use_mode(mode):
+        yield mode
+
+
+def _mode_of(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec.params.get("layername_mode") if callspec is not None else None
+
+
+@pytest.fixture
+def compile_counter(request: pytest.FixtureRequest, layername_inductor_cache: str) -> Iterator[CompileCounter]:
+    """Compile statistics of what the test compiles, with fresh Dynamo state and an isolated inductor cache.
+
+    Works with or without ``layername_mode``; the test's mode, if it has one, is recorded with the counts.
+    """
+    from ..compile.session import compile_session
+    from ..compile.stats import CompileStats
+    from .counters import CompileCounter
+
+    layername_run(request.config)
+    with compile_session() as session:
+        try:
+            yield CompileCounter(session, _mode_of(request))
+        finally:
+            request.node.user_properties.extend(stats_properties(session.stats.as_dict(), CompileStats.COUNT_FIELDS))
+
+
+@pytest.fixture
+def fusion_matches(request: pytest.FixtureRequest, layername_inductor_cache: str) -> Iterator[FusionMatches]:
+    """Records pattern registrations and matches of the fusion passes run during the test."""
+    from ..fusion.log import fusion_log
+    from .counters import FusionMatches
+
+    layername_run(request.config)
+    with fusion_log() as log:
+        try:
+            yield FusionMatches(log)
+        finally:
+            request.node.user_properties.extend(fusion_properties(log.as_dict()))
+
+
+@pytest.fixture
+def layername_roundtrip(
+    layername_impl: Implementation, layername_mode: str, layername_device: str
+) -> Callable[[Iterable[str]], None]:
+    """``layername_roundtrip(names)`` asserts encode/resolve round-trips (pickle, deepcopy, fx repr, compiled)."""
+    from ..checks.roundtrip import assert_roundtrip
+
+    def check(names: Iterable[str]) -> None:
+        __tracebackhide__ = True
+        assert_roundtrip(layername_impl, layername_mode, list(names), device=layername_device)
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            found = read_properties(report) if hasattr(report, "user_properties") else {}
+            if STATS in found:
+                rows[report.nodeid] = (found.get(MODE), found[STATS])
+    if not rows:
+        return
+    terminalreporter.section("layername compile stats")
+    terminalreporter.write_line(
+        f"{'mode':8} {'pieces':>6} {'unique':>6} {'fx-miss':>7} {'fx-hit':>6} {'disagree':>8} {'seconds':>8}  test"
+    )
+    for nodeid, (mode, stats) in rows.items():
+        terminalreporter.write_line(
+            f"{mode or '-':8} {stats['pieces']:6} {stats['unique_pieces']:6} {stats['fx_graph_cache_misses']:7} "
+            f"{stats['fx_graph_cache_hits']:6} {stats['hash_disagreements']:8} {stats['compile_seconds']:8.2f}  "
+            f"{nodeid}"
+        )

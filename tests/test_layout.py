@@ -1,0 +1,203 @@
+"""The package's layers: which subpackage may import which, no import cycle, torch-free release tools."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pytest_layername"
+ROOT = PACKAGE.parents[1]
+#: layer -> the layers its modules may import (the module itself counts as its own layer)
+ALLOWED = {
+    "core.names": set(),
+    "core": {"core", "core.names"},
+    "harness": {"core", "core.names", "harness"},
+    "compile": {"core", "core.names", "harness", "compile"},
+    "fusion": {"core", "core.names", "harness", "compile", "fusion"},
+    "checks": {"core", "core.names", "harness", "compile", "checks"},
+    "bench": {"core", "core.names", "harness", "compile", "bench"},
+    "testing": {"core", "core.names", "harness", "testing"},
+    "release": {"core.names", "release"},
+    "plugin": {"core", "core.names", "harness", "compile", "fusion", "checks", "release", "plugin"},
+    "cli": set(),  # imports the chosen command's module by name, nothing at load
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+#: modules that must import without torch (plugin entry point, release tools, CLI front)
+TORCH_FREE = [
+    "pytest_layername",
+    "pytest_layername.cli",
+    "pytest_layername.core.names",
+    "pytest_layername.plugin",
+    "pytest_layername.plugin.reporting",
+    *(f"pytest_layername.release.{p.stem}" for p in sorted((PACKAGE / "release").glob("*.py"))),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (imports there never run)."""
+    nodes, stack = [], [tree]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def imports_of(path: Path) -> set[str]:
+    """Package modules ``path`` imports when it runs (function bodies included), relative to the package."""
+    name = module_name(path)
+    package = name.split(".") if path.name == "__init__.py" and name != "__init__" else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            names = [node.module] if node.module else [a.name for a in node.names]
+            found.update(".".join([*base, n]) for n in names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found.update(m.removeprefix("pytest_layername.") for m in modules if m.startswith("pytest_layername."))
+    return found
+
+
+def layer_of(module: str) -> str:
+    return "core.names" if module == "core.names" else module.split(".")[0]
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the package modules it imports (the shipped suite, which may import anything, left out)."""
+    paths = [p for p in package.rglob("*.py") if "suite" not in p.relative_to(package).parts]
+    return {module_name(p): imports_of(p) for p in paths}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in sorted(graph.items()):
+        allowed = ALLOWED[layer_of(module)]
+        for target in sorted(targets):
+            if layer_of(target) not in allowed and not (layer_of(target) == "core" and "core" in allowed):
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_every_module_belongs_to_a_known_layer():
+    assert {layer_of(m) for m in import_graph()} <= set(ALLOWED)
+
+
+def test_imports_go_one_way():
+    assert layer_violations(import_graph()) == []
+
+
+def test_a_backward_import_is_a_violation():
+    graph = {**import_graph(), "release.gate": {"core.compat"}, "core.modes": {"compile.stats"}}
+    assert layer_violations(graph) == ["core.modes imports compile.stats", "release.gate imports core.compat"]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle, if the module graph has any (packages' own ``__init__`` imports count as edges)."""
+    try:
+        graphlib.TopologicalSorter({m: {t for t in ts if t in graph} for m, ts in graph.items()}).prepare()
+    except graphlib.CycleError as error:
+        return list(error.args[1])
+    return []
+
+
+def test_no_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_a_cycle_is_found():
+    graph = {**import_graph(), "compile.stats": {"compile.session"}}  # session imports stats: the old cycle
+    assert set(cycles(graph)) >= {"compile.stats", "compile.session"}
+
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is blocked in this test (imported {name})")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def run_without_torch(code: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    script = BLOCK_TORCH + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_imports_without_torch(module):
+    done = run_without_torch(
+        f"import importlib, sys; importlib.import_module({module!r}); assert 'torch' not in sys.modules"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_blocking_torch_is_effective():
+    done = run_without_torch("import pytest_layername.core.compat")
+    assert done.returncode != 0 and "torch is blocked" in done.stderr
+
+
+def test_gate_and_matrix_commands_run_without_torch(tmp_path):
+    cli = "import sys; from pytest_layername.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = run_without_torch(cli, "gate", "--matrix", "matrix.toml", str(tmp_path))
+    assert done.returncode == 1, done.stderr  # fails closed: no reports
+    assert "ImportError" not in done.stderr and "FAIL" in done.stdout + done.stderr
+    done = run_without_torch(cli, "matrix", "--matrix", "matrix.toml", "--github")
+    assert done.returncode == 0 and '"include"' in done.stdout, done.stderr
+
+
+def test_noxfile_loads_without_torch():
+    pytest.importorskip("nox")
+    done = run_without_torch("import runpy; runpy.run_path('noxfile.py')")
+    assert done.returncode == 0, done.stderr
+
+
+OLD_PATHS = """
+import importlib, json, sys, warnings
+from pytest_layername import MOVED_MODULES
+out = {}
+for old, new in MOVED_MODULES.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(f"pytest_layername.{old}")
+    out[old] = [module is sys.modules[f"pytest_layername.{new}"], [str(w.message) for w in caught]]
+try:
+    importlib.import_module("pytest_layername.no_such_module")
+except ModuleNotFoundError:
+    out["unknown"] = "ModuleNotFoundError"
+print(json.dumps(out))
+"""
+
+
+def test_old_module_paths_import_the_new_modules_with_a_deprecation_warning():
+    done = subprocess.run([sys.executable, "-c", OLD_PATHS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found.pop("unknown") == "ModuleNotFoundError"
+    for old, (same, messages) in found.items():
+        assert same, old
+        assert any(f"pytest_layername.{old} moved to" in m for m in messages), (old, messages)
+    from pytest_layername.measure import measure_compile  # the public names of 0.1, from their old paths
+
+    from pytest_layername.compile.measure import measure_compile as moved
+
+    assert measure_compile is moved

@@ -24,7 +24,7 @@ from ..compile.graph_hash import target_name
 from ..compile.session import compile_session
 from ..core.compat import standalone_options
 from ..core.implementation import Implementation
-from ..core.modes import Mode, ModeError
+from ..core.modes import Mode
 from ..harness.custom_ops import define_op
 from .field_checks import FieldCheckError, check_fx_repr
 
@@ -112,8 +112,7 @@ def probe_op(impl: Implementation, mode: Mode) -> Any:
     """``<namespace>_rt::echo[_str]``: records what it receives (resolved) and returns ``x + 1``."""
     key = (impl.namespace, mode)
     if key not in _PROBES:
-        if mode == "opaque" and (reason := impl.opaque_unavailable_reason()):
-            raise ModeError(f"cannot run the opaque round trip: {reason}")
+        layer_name_type = impl.layer_name_type(mode, "run the opaque round trip")
         qualname = f"{impl.namespace}_rt::echo" + ("" if mode == "opaque" else "_str")
         resolve = impl.resolve
 
@@ -124,7 +123,6 @@ def probe_op(impl: Implementation, mode: Mode) -> Any:
                 _received.append(f"<{type(layer_name).__name__} {layer_name!r}: {error}>")
             return x + 1
 
-        layer_name_type = impl.LayerName if mode == "opaque" else str
         fake = lambda x, layer_name: torch.empty_like(x)  # noqa: E731
         _PROBES[key] = define_op(qualname, echo, fake=fake, layer_name_type=layer_name_type)
     return _PROBES[key]

@@ -101,6 +101,17 @@ class Implementation:
         problem = self.mode_problem("opaque")
         return problem.reason if problem else None
 
+    def layer_name_type(self, mode: Mode, purpose: str = "use opaque mode") -> type:
+        """The type an op declares ``layer_name`` as in ``mode``: ``LayerName`` (opaque) or ``str``.
+
+        Opaque mode on an implementation that cannot run it raises :class:`ModeError` (``cannot <purpose>: why``).
+        """
+        if mode == "string":
+            return str
+        if reason := self.opaque_unavailable_reason():
+            raise ModeError(f"cannot {purpose}: {reason}")
+        return self.LayerName
+
     @contextlib.contextmanager
     def use_mode(self, mode: Mode) -> Iterator[Mode]:
         """Make the implementation's own encoder produce ``mode`` inside the block (its switch, if any)."""

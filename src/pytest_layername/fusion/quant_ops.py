@@ -131,7 +131,7 @@ def _shared_ops(namespace: str) -> tuple[torch._ops.OpOverloadPacket, torch._ops
 
 def _fused_ops(impl: Implementation, base: OpSet) -> tuple[torch._ops.OpOverloadPacket, torch._ops.OpOverloadPacket]:
     """The fused layer-name ops for ``base.mode``, their ``layer_name`` typed as the base ops'."""
-    layer_name_type = impl.LayerName if base.mode == "opaque" else str
+    layer_name_type = impl.layer_name_type(base.mode, "register opaque fusion ops")
     suffix = "" if base.mode == "opaque" else STRING_SUFFIX
     resolve = impl.resolve
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..core.forward_context import layer_state
 from ..core.implementation import Implementation
-from ..core.modes import Mode, ModeError
+from ..core.modes import Mode
 from .custom_ops import define_op, qualified_name
 
 STRING_SUFFIX = "_str"
@@ -40,7 +40,7 @@ class OpSet:
 
 def _ops_for(impl: Implementation, mode: Mode) -> OpSet:
     resolve = impl.resolve
-    layer_name_type = impl.LayerName if mode == "opaque" else str
+    layer_name_type = impl.layer_name_type(mode, "register opaque ops")
     suffix = "" if mode == "opaque" else STRING_SUFFIX
     ns = impl.namespace
 
@@ -122,7 +122,5 @@ def get_ops(impl: Implementation, mode: Mode) -> OpSet:
     """The reference ops for ``impl`` in ``mode``, registered on first use (once per process)."""
     key = (impl.namespace, mode)
     if key not in _REGISTERED:
-        if mode == "opaque" and (reason := impl.opaque_unavailable_reason()):
-            raise ModeError(f"cannot register opaque ops: {reason}")
         _REGISTERED[key] = _ops_for(impl, mode)
     return _REGISTERED[key]

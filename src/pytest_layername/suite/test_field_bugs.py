@@ -50,7 +50,7 @@ _received: list[str] = []
 
 
 def _layer_name_type(impl: Implementation, mode: Mode) -> type:
-    return impl.LayerName if mode == "opaque" else str
+    return impl.layer_name_type(mode, "register the field-bug ops")
 
 
 # -- needs_fixed_stride_order -----------------------------------------------------------------------

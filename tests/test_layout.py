@@ -201,3 +201,15 @@ def test_old_module_paths_import_the_new_modules_with_a_deprecation_warning():
     from pytest_layername.compile.measure import measure_compile as moved
 
     assert measure_compile is moved
+
+
+def test_a_backend_built_the_0_1_way_records_into_the_session():
+    import torch
+    from pytest_layername.backend import PiecewiseBackend  # the 0.1 path, keyword and all
+
+    from pytest_layername.compile.session import compile_session
+
+    with compile_session() as session:
+        backend = PiecewiseBackend(splitting_ops=(), compiler="eager", session=session)
+        torch.compile(lambda x: x.sin() * 2, backend=backend)(torch.ones(4))
+        assert backend.pieces is session.pieces and session.stats.pieces == 1

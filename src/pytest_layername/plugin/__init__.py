@@ -272,7 +272,6 @@ def compile_counter(request: pytest.FixtureRequest, layername_inductor_cache: st
     from ..compile.stats import CompileStats
     from .counters import CompileCounter
 
-    layername_run(request.config)
     with compile_session() as session:
         try:
             yield CompileCounter(session, _mode_of(request))
@@ -286,7 +285,6 @@ def fusion_matches(request: pytest.FixtureRequest, layername_inductor_cache: str
     from ..fusion.log import fusion_log
     from .counters import FusionMatches
 
-    layername_run(request.config)
     with fusion_log() as log:
         try:
             yield FusionMatches(log)

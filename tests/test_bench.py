@@ -106,7 +106,7 @@ def test_failing_worker_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path
 
 def test_startup_measures_both_ways_and_reports_the_ratio_of_medians() -> None:
     measured = startup.measure_startup(repeats=1)
-    assert [r["plugin"] for r in measured["runs"]] == [True, False]
+    assert [r["plugin"] for r in measured["runs"]] == [True, False]  # one pair: the plugin side first
     assert all(r["seconds"] > 0 and r["max_rss_mib"] > 0 for r in measured["runs"])
     on, off = measured["runs"]
     assert measured["seconds_ratio"] == on["seconds"] / off["seconds"]

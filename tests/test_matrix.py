@@ -16,7 +16,6 @@ from packaging.version import Version
 
 from pytest_layername.cli import main
 from pytest_layername.compile.stats import CompileStats
-from pytest_layername.core.names import OPAQUE_MIN_VERSION
 from pytest_layername.release import matrix
 from pytest_layername.release.matrix import MatrixError, load_matrix
 
@@ -193,7 +192,7 @@ def test_defaults_when_optional_fields_are_absent(tmp_path):
 def test_mode_for_pinned_versions_follows_the_2_11_boundary(major, minor, micro):
     version = Version(f"{major}.{minor}.{micro}")
     mode = matrix.mode_for_spec(SpecifierSet(f"=={version}"), "here")
-    assert mode == ("opaque" if version >= OPAQUE_MIN_VERSION else "string")
+    assert mode == ("opaque" if version >= Version("2.11") else "string")
 
 
 @pytest.mark.parametrize(

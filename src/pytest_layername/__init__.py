@@ -12,12 +12,13 @@ The package is layered; each subpackage's docstring says what it owns and what i
 Importing the package imports no torch: the names below load their modules on first use. The flat
 module paths of 0.1 (``pytest_layername.measure``, ``pytest_layername.backend``, ...) still import, with
 a ``DeprecationWarning`` naming the new home.
+
+PYTEST_DONT_REWRITE: loaded at every pytest start-up (the plugin's package); it has no asserts to rewrite.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
@@ -81,8 +82,11 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 
-class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports ``pytest_layername.<old>`` as the module now at ``pytest_layername.<new>``, with a warning."""
+class _MovedModuleFinder:
+    """Imports ``pytest_layername.<old>`` as the module now at ``pytest_layername.<new>``, with a warning.
+
+    A meta path finder and its loader (the protocol's three methods).
+    """
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         package, _, old = fullname.rpartition(".")

@@ -1,7 +1,9 @@
 """What the installed plugin costs a pytest run that never uses it: wall time and peak memory, as ratios.
 
-A one-test file with no layer-name content runs ``repeats`` times with the plugin and ``repeats`` times
-with ``-p no:layername``, alternating so drift hits both alike; the medians give the ratios. Imports no torch.
+A one-test file with no layer-name content runs ``repeats`` times with the plugin and ``repeats`` times with
+``-p no:layername``, interleaved (each side first in half the pairs) so drift hits both alike; the medians
+give the ratios. Peak memory is the child's own ``VmHWM`` (``ru_maxrss`` of a child still counts the parent
+it was forked from). Imports no torch.
 """
 
 from __future__ import annotations
@@ -16,33 +18,49 @@ from pathlib import Path
 from typing import Any
 
 PLAIN_TEST = "def test_plain():\n    assert 1 + 1 == 2\n"
+#: ``python -c RUNNER HWM_FILE pytest-args...``: pytest, then the process's peak resident memory (kB)
+RUNNER = """import sys, pytest
+code = pytest.main(sys.argv[2:])
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+with open(sys.argv[1], "w") as out:
+    out.write(peak)
+sys.exit(code)
+"""
+BYTECODE_OFF = "Bytecode cache off (PYTHONDONTWRITEBYTECODE is set): every module compiles from source."
 #: the plugin should cost an unrelated run at most this much (ratio of medians minus one)
 TARGET = 0.05
 
 
 def _one_run(directory: Path, plugin: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"]
-    if not plugin:
-        command[3:3] = ["-p", "no:layername"]
+    peak = directory / "peak_kb"
+    pytest_args = ["-q", "-p", "no:cacheprovider", *(() if plugin else ("-p", "no:layername")), "test_plain.py"]
+    command = [sys.executable, "-c", RUNNER, str(peak), *pytest_args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERNAME_") and k != "PYTEST_ADDOPTS"}
     start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    error = child.stderr.read().decode() if child.stderr else ""
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {child.returncode}: {error[-2000:]}")
-    return {"plugin": plugin, "seconds": seconds, "max_rss_mib": usage.ru_maxrss / 1024}
+    if done.returncode != 0:
+        raise RuntimeError(f"pytest {' '.join(pytest_args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+    return {"plugin": plugin, "seconds": seconds, "max_rss_mib": int(peak.read_text()) / 1024}
 
 
-def measure_startup(repeats: int = 5) -> dict[str, Any]:
+def measure_startup(repeats: int = 20) -> dict[str, Any]:
     """Alternating runs with and without the plugin; medians and their ratios (plugin / no plugin)."""
+    if not Path("/proc/self/status").is_file():
+        return {"available": False, "reason": "peak memory is read from /proc/self/status (Linux only)"}
     with tempfile.TemporaryDirectory(prefix="layername-startup-") as folder:
         directory = Path(folder)
         (directory / "test_plain.py").write_text(PLAIN_TEST, encoding="utf-8")
-        runs = [_one_run(directory, plugin) for _ in range(repeats) for plugin in (True, False)]
-    return {"available": True, "repeats": repeats, "runs": runs, **startup_ratios(runs)}
+        orders = [(True, False) if i % 2 == 0 else (False, True) for i in range(repeats)]  # no side always first
+        runs = [_one_run(directory, plugin) for order in orders for plugin in order]
+    return {
+        "available": True,
+        "repeats": repeats,
+        "bytecode_cache": not os.environ.get("PYTHONDONTWRITEBYTECODE"),
+        "runs": runs,
+        **startup_ratios(runs),
+    }
 
 
 def startup_ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -64,8 +82,10 @@ def render(startup: dict[str, Any]) -> list[str]:
     if not startup.get("available"):
         return [*out, f"Not measured: {startup.get('reason', 'not run')}.", ""]
     out += [
-        f"A one-test file without layer-name content, {startup['repeats']} runs each way, alternating "
-        "(`pytest -q test_plain.py` against `pytest -p no:layername -q test_plain.py`); medians.",
+        f"A one-test file without layer-name content, {startup['repeats']} runs each way, interleaved with each "
+        "side first in half the pairs "
+        "(`pytest -q test_plain.py` against `pytest -p no:layername -q test_plain.py`); medians. "
+        + ("Bytecode cache on." if startup.get("bytecode_cache", True) else BYTECODE_OFF),
         "",
         "| | with plugin | `-p no:layername` | ratio |",
         "|---|---|---|---|",

@@ -1,13 +1,11 @@
-"""The vocabulary of a layer-name run, importable without torch (the plugin's options and the release tools).
+"""The vocabulary of a layer-name run: modes and devices. Imports nothing, so the plugin's entry module can.
 
-Modes, devices, and the torch version from which hoisted ``LayerName`` inputs exist.
+PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
 
 from __future__ import annotations
 
 from typing import Literal
-
-from packaging.version import Version
 
 Mode = Literal["opaque", "string"]
 #: the concrete modes: hoisted ``LayerName`` (opaque) and the plain ``str`` fallback (string)
@@ -16,5 +14,3 @@ MODES: tuple[Mode, ...] = ("opaque", "string")
 REQUESTABLE = ("auto", "opaque", "string", "both")
 #: where a run's models and ops live; ``auto`` is cuda when torch sees a GPU
 DEVICES = ("auto", "cpu", "cuda")
-#: the first torch with hoisted value opaque types: ``LayerName`` can be a graph input from here on
-OPAQUE_MIN_VERSION = Version("2.11")

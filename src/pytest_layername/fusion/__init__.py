@@ -1,4 +1,10 @@
-"""Inductor fusion passes around layer-name ops: one wildcard pattern (opaque) or one per layer (string)."""
+"""Inductor fusion passes around layer-name ops: one wildcard pattern (opaque) or one per layer (string).
+
+Owns the passes (:mod:`.passes`, :mod:`.attn_quant`, :mod:`.rope_kv`), their quant/RoPE ops
+(:mod:`.quant_ops`), the fusion model, the shared test settings (:mod:`.testing`) and the log of pattern
+registrations and matches that ``fusion_matches`` reads (:mod:`.log`, which an engine's own passes report
+into). Imports :mod:`..core`, :mod:`..harness` and :mod:`..compile`.
+"""
 
 from .attn_quant import AttnQuantFusionPass
 from .model import attention_layer_names, build_fusion_model, quantized_layer_names, rope_layer_names

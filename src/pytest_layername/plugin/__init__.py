@@ -4,9 +4,10 @@ Loading it imports only pytest, the standard library and torch-free modules, and
 variable. Torch, the implementation and the run's resolution (:mod:`.run`) load the first time a layer-name
 option is given (command line, ini or ``LAYERNAME_*`` environment) or a test uses a layer-name fixture or
 marker; the inductor cache is isolated by the fixtures that compile. Per-test results travel as
-``user_properties`` (:mod:`.reporting`), the JSON report is written by the controller only.
+``user_properties`` (:mod:`.properties`); the JSON report (:mod:`.reporting`) is written by the controller only.
 
-Imports :mod:`..core.names` and :mod:`.reporting` at load; everything else in the package lazily.
+Imports :mod:`..core.names` and :mod:`.properties` at load; everything else in the package lazily.
+PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.names import DEVICES, REQUESTABLE
-from .reporting import KNOWN_BUG, MODE, STATS, ReportCollector, fusion_properties, read_properties, stats_properties
+from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
 if TYPE_CHECKING:
     from ..core.implementation import Implementation
@@ -118,11 +119,11 @@ def pytest_configure(config: pytest.Config) -> None:
     run = layername_run(config)  # options given: usage errors surface now, not mid-collection
     report_path = config.getoption("layername_report")
     if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
+        from .reporting import ReportCollector, XdistCrashes
+
         collector = ReportCollector(config, report_path, run_info=run.run_info())
         config.pluginmanager.register(collector, "layername-report")
         if config.pluginmanager.hasplugin("xdist"):
-            from .reporting import XdistCrashes
-
             config.pluginmanager.register(XdistCrashes(collector), "layername-report-xdist")
 
 

@@ -1,48 +1,19 @@
-"""Per-test results as ``user_properties``, and the JSON report collected from them (imports no torch).
+"""The JSON report, collected from the tests' layer-name ``user_properties`` (:mod:`.properties`; no torch).
 
-Fixtures and hooks record a test's mode, known bug, compile counts and fusion counts as
-``user_properties`` (:func:`stats_properties`, :func:`fusion_properties`), so they survive xdist and
-land in JUnit XML. :class:`ReportCollector` reads them back on the process that sees every test report
-(the only process without xdist, the controller with it). The report is rewritten after every test,
-marked incomplete until the session ends cleanly, so a crash leaves data behind.
+:class:`ReportCollector` runs on the process that sees every test report (the only process without
+xdist, the controller with it); it is loaded only when ``--layername-report`` is given. The report is
+rewritten after every test, marked incomplete until the session ends cleanly, so a crash leaves data behind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from ..release.report import SCHEMA_VERSION, summarize, write_report
-
-MODE = "layername_mode"
-KNOWN_BUG = "layername_known_bug"
-STATS = "layername_stats"  # the whole CompileStats as JSON (pieces in detail)
-FUSION = "layername_fusion"  # the fusion log as JSON
-COUNT_PREFIX = "layername_"  # one property per count: layername_unique_pieces, layername_recompiles, ...
-
-
-def stats_properties(stats: dict[str, Any], counts: Sequence[str]) -> list[tuple[str, object]]:
-    """``user_properties`` for one test's compile statistics: each count, then everything as JSON."""
-    return [*((COUNT_PREFIX + name, stats[name]) for name in counts), (STATS, json.dumps(stats, sort_keys=True))]
-
-
-def fusion_properties(log: dict[str, Any]) -> list[tuple[str, object]]:
-    return [(FUSION, json.dumps(log, sort_keys=True))]
-
-
-def read_properties(report: pytest.TestReport) -> dict[str, Any]:
-    """The layer-name properties of ``report``: mode and known bug as given, stats and fusion decoded."""
-    found: dict[str, Any] = {}
-    for name, value in report.user_properties:
-        if name in (MODE, KNOWN_BUG):
-            found[name] = value
-        elif name in (STATS, FUSION):
-            found[name] = json.loads(value)
-    return found
+from .properties import FUSION, KNOWN_BUG, MODE, STATS, read_properties
 
 
 def _entry(nodeid: str, outcome: str) -> dict[str, Any]:

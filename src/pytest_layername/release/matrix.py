@@ -26,7 +26,6 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from ..core.names import OPAQUE_MIN_VERSION
 from .known_bugs import registry
 
 if sys.version_info >= (3, 11):
@@ -34,6 +33,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+#: the first torch with hoisted value opaque types: string mode below it, opaque from it
+OPAQUE_MIN_VERSION = Version("2.11")
 EXPECTED_MODES = ("string", "opaque")
 DEVICES = ("cpu", "cuda")
 DEFAULT_MATRIX = "matrix.toml"

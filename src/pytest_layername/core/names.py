@@ -1,4 +1,6 @@
-"""The vocabulary of a layer-name run: modes and devices. Imports nothing, so the plugin's entry module can.
+"""The vocabulary of a layer-name run: modes, devices and the environment variables that choose them.
+
+Imports nothing, so the plugin's entry module can.
 
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
@@ -14,3 +16,6 @@ MODES: tuple[Mode, ...] = ("opaque", "string")
 REQUESTABLE = ("auto", "opaque", "string", "both")
 #: where a run's models and ops live; ``auto`` is cuda when torch sees a GPU
 DEVICES = ("auto", "cpu", "cuda")
+#: environment variables that choose the mode and the device when neither option nor ini does
+ENV_MODE = "LAYERNAME_MODE"
+ENV_DEVICE = "LAYERNAME_DEVICE"

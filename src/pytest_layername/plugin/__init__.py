@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.names import DEVICES, REQUESTABLE
+from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, REQUESTABLE
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
 if TYPE_CHECKING:
@@ -28,15 +28,10 @@ if TYPE_CHECKING:
     from .counters import CompileCounter, FusionMatches
     from .run import LayerNameRun
 
-ENV_MODE = "LAYERNAME_MODE"
-ENV_DEVICE = "LAYERNAME_DEVICE"
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 #: marker name -> (help, deprecated alias kept for one release or None)
 MARKERS = {
-    "layername": (
-        "layername(modes=[...]): run this test only in the listed layer-name modes ('opaque', 'string')",
-        None,
-    ),
+    "layername": ("layername(modes=[...]): run this test only in the listed modes ('opaque', 'string')", None),
     "layername_requires_opaque": (
         "skip unless this torch supports hoisted LayerName inputs (fails if the implementation's LayerName is not "
         "hoisted on such a torch)",
@@ -110,7 +105,7 @@ def layername_run(config: pytest.Config) -> LayerNameRun:
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, (help_text, alias) in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {help_text}")
+        config.addinivalue_line("markers", help_text if help_text.startswith(name) else f"{name}: {help_text}")
         if alias:
             config.addinivalue_line("markers", f"{alias}: deprecated alias of {name}")
     config.addinivalue_line("markers", SLOW_MARKER)

@@ -17,10 +17,8 @@ from ..core.compat import opaque_support
 from ..core.environment import DeviceError, environment_facts, resolve_device
 from ..core.implementation import REFERENCE_IMPL, Implementation, ImplementationError, load_implementation
 from ..core.modes import Mode, ModeError, auto_mode, resolve_modes
+from ..core.names import ENV_DEVICE, ENV_MODE
 from ..release.known_bugs import KnownBug, active_bugs
-
-ENV_MODE = "LAYERNAME_MODE"
-ENV_DEVICE = "LAYERNAME_DEVICE"
 
 
 @dataclass(frozen=True)

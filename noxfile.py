@@ -24,6 +24,7 @@ the op audit against the committed baseline, and vLLM's own fusion passes under 
 
 from __future__ import annotations
 
+import functools
 import os
 import runpy
 import sys
@@ -50,15 +51,10 @@ VLLM_DIR = ROOT / "integrations" / "vllm"
 VLLM = runpy.run_path(str(VLLM_DIR / "pins.py"))
 
 
-_WHEEL: list[Path] = []  # built once per nox run, installed into every cell
-
-
-def _project_wheel(session: nox.Session) -> Path:
-    """This checkout's wheel, built on first use into the nox folder."""
-    if not _WHEEL:
-        _WHEEL.append(build_wheel(ROOT, ROOT / ".nox" / "_wheel" / str(os.getpid())))
-        session.log(f"built {_WHEEL[0].name}")
-    return _WHEEL[0]
+@functools.cache
+def _project_wheel() -> Path:
+    """This checkout's wheel, built once per nox run (on first use) into the nox folder."""
+    return build_wheel(ROOT, ROOT / ".nox" / "_wheel" / str(os.getpid()))
 
 
 def _env_find_links(session: nox.Session) -> list[str]:
@@ -115,7 +111,8 @@ def matrix(session: nox.Session, cell: _matrix.Cell) -> None:
         # The built wheel, as users install it: its dependencies, then the wheel itself afresh (a reused venv
         # holds an older build of the same version). torch < 2.11's inductor imports setuptools to build C++
         # on CPU; pip seeds it into venvs, uv does not.
-        wheel = _project_wheel(session)
+        wheel = _project_wheel()
+        session.log(f"installing {wheel.name}")
         session.install(str(wheel), "setuptools", *_env_find_links(session))
         session.install("--force-reinstall", "--no-deps", str(wheel))
     command = [python, "-m", "pytest_layername", "cell", cell.name, "--matrix", str(MATRIX_FILE)]

@@ -39,6 +39,8 @@ MARKERS = {
     ),
     "layername_requires_cuda": ("skip unless the run's device is cuda", "requires_cuda"),
 }
+#: every layer-name marker, deprecated aliases included: their use turns the plugin on
+MARKER_NAMES = frozenset({*MARKERS, *(alias for _, alias in MARKERS.values() if alias)})
 SLOW_MARKER = "slow: long-running cells (many layers, inductor at scale); deselect with -m 'not slow'"
 #: fixtures whose use turns the plugin on (each needs the run)
 FIXTURES = frozenset(
@@ -122,19 +124,21 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(XdistCrashes(collector), "layername-report-xdist")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if RUN_KEY not in config.stash:
-        return None
-    config.stash[HEADER_SHOWN_KEY] = True
-    return config.stash[RUN_KEY].header()
-
-
-def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
-    """The header of a run that started during collection (no option given, a fixture or marker used)."""
+def _header_once(config: pytest.Config) -> list[str] | None:
+    """The run's header lines, the first time they are asked for once a run exists."""
     if RUN_KEY not in config.stash or config.stash.get(HEADER_SHOWN_KEY, False):
         return None
     config.stash[HEADER_SHOWN_KEY] = True
     return config.stash[RUN_KEY].header()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    return _header_once(config)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
+    """The header of a run that started during collection (no option given, a fixture or marker used)."""
+    return _header_once(config)
 
 
 def _marker_modes(metafunc: pytest.Metafunc) -> set[str] | None:
@@ -171,10 +175,7 @@ def _marker(item: pytest.Item, name: str) -> bool:
 
 def _uses_layername(item: pytest.Item) -> bool:
     fixtures = getattr(item, "fixturenames", ())
-    return bool(FIXTURES.intersection(fixtures)) or any(
-        item.get_closest_marker(name) or (alias and item.get_closest_marker(alias))
-        for name, (_, alias) in MARKERS.items()
-    )
+    return bool(FIXTURES.intersection(fixtures)) or any(m.name in MARKER_NAMES for m in item.iter_markers())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

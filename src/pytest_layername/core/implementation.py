@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -51,6 +52,9 @@ class Implementation:
     encode_layer_name: Callable[[str], Any]
     resolve_layer_name: Callable[[Any], str]
     module: ModuleType | None = None  # the module holding the switch; None: no switch
+    #: whether torch had ``LayerName`` registered hoisted right after the module was imported, before anything
+    #: called its encoder; None when the module was imported before the harness loaded it (not observed)
+    hoisted_at_import: bool | None = None
 
     @property
     def namespace(self) -> str:
@@ -61,8 +65,8 @@ class Implementation:
 
     @property
     def switch(self) -> str | None:
-        """``module._USE_LAYERNAME`` when the module has that boolean switch, else None."""
-        if self.module is not None and isinstance(getattr(self.module, SWITCH_ATTRIBUTE, None), bool):
+        """``module._USE_LAYERNAME`` where the module has that switch (a bool: :func:`validate_module` checks)."""
+        if self.module is not None and hasattr(self.module, SWITCH_ATTRIBUTE):
             return f"{self.module.__name__}.{SWITCH_ATTRIBUTE}"
         return None
 
@@ -81,6 +85,14 @@ class Implementation:
             support = opaque_support()
             if not support.supported:
                 return ModeProblem("torch", support.reason or "no hoisted opaque types")
+            if self.hoisted and self.hoisted_at_import is False:
+                return ModeProblem(
+                    "not_hoisted",
+                    f"{self.module_name}.LayerName was not registered as a hoisted opaque type when the module was "
+                    "imported; it was registered later (lazily, e.g. by the first _encode_layer_name call): an engine "
+                    "that declares its ops at import fails (torch.library.custom_op rejects the unregistered "
+                    "LayerName annotation). Register it at import",
+                )
             if not self.hoisted:
                 return ModeProblem(
                     "not_hoisted",
@@ -136,8 +148,8 @@ class Implementation:
         return self.resolve_layer_name(layer_name)
 
 
-def validate_module(module: ModuleType) -> Implementation:
-    """Build an :class:`Implementation` from ``module`` or raise naming everything that is missing."""
+def validate_module(module: ModuleType, hoisted_at_import: bool | None = None) -> Implementation:
+    """Build an :class:`Implementation` from ``module`` or raise naming everything that is missing or wrong."""
     problems = [f"missing attribute {name!r}" for name in REQUIRED_ATTRIBUTES if not hasattr(module, name)]
     layer_name = getattr(module, "LayerName", None)
     if layer_name is not None:
@@ -154,19 +166,35 @@ def validate_module(module: ModuleType) -> Implementation:
         for name in REQUIRED_ATTRIBUTES[1:]
         if hasattr(module, name) and not callable(getattr(module, name))
     ]
+    switch = getattr(module, SWITCH_ATTRIBUTE, False)
+    if type(switch) is not bool:
+        problems.append(
+            f"the mode switch {SWITCH_ATTRIBUTE} must be a bool (True: encode to LayerName), got "
+            f"{type(switch).__name__} {switch!r}"
+        )
     if problems:
         raise ImplementationError(
             f"module {module.__name__!r} is not a usable layer-name implementation: "
             + "; ".join(problems)
             + f". It must provide {', '.join(REQUIRED_ATTRIBUTES)}."
         )
-    return Implementation(module.__name__, layer_name, module._encode_layer_name, module._resolve_layer_name, module)
+    return Implementation(
+        module.__name__, layer_name, module._encode_layer_name, module._resolve_layer_name, module, hoisted_at_import
+    )
 
 
 def load_implementation(module_name: str = REFERENCE_IMPL) -> Implementation:
-    """Import ``module_name`` (a dotted path) and validate it as an implementation."""
+    """Import ``module_name`` (a dotted path) and validate it as an implementation.
+
+    Whether ``LayerName`` is registered hoisted is read right after the import, before anything calls the
+    encoder, so a type registered lazily (by its first use) is told apart from one registered at import.
+    """
+    imported_before = module_name in sys.modules
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ImplementationError(f"cannot import layer-name implementation {module_name!r}: {error}") from error
-    return validate_module(module)
+    hoisted_at_import = None
+    if not imported_before and isinstance(layer_name := getattr(module, "LayerName", None), type):
+        hoisted_at_import = opaque_support().supported and is_hoisted_opaque_type(layer_name)
+    return validate_module(module, hoisted_at_import)

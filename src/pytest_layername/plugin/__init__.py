@@ -80,6 +80,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
         "hoisted on a torch that supports hoisting",
     )
+    group.addoption(
+        "--layername-allow-not-exercised",
+        action="store_true",
+        default=False,
+        help="run even when a requested mode cannot be exercised with the implementation (recorded in the report; "
+        "the gate rejects it for a cell that lists that mode)",
+    )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
     parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
@@ -87,7 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
-    options = ("layername_mode", "layername_impl", "layername_report", "layername_device", "layername_allow_unhoisted")
+    options = (
+        "layername_mode",
+        "layername_impl",
+        "layername_report",
+        "layername_device",
+        "layername_allow_unhoisted",
+        "layername_allow_not_exercised",
+    )
     return (
         any(config.getoption(name) for name in options)
         or any(config.getini(name) for name in ("layername_mode", "layername_impl", "layername_device"))

@@ -34,6 +34,7 @@ class LayerNameRun:
     environment: dict[str, Any]  # environment_facts(device), read once (it may run nvidia-smi)
     known_bugs: tuple[KnownBug, ...]  # the registered torch bugs this torch and device have
     allow_unhoisted: bool = False
+    allow_not_exercised: bool = False  # the user accepted that a requested mode is not exercised
 
     def opaque_problem(self) -> tuple[str, bool] | None:
         """(reason, fail) when opaque-mode tests cannot run: fail for an unhoisted LayerName unless allowed."""
@@ -72,6 +73,7 @@ class LayerNameRun:
             "modes": list(self.modes),
             "not_exercised": dict(self.not_exercised),
             "allow_unhoisted": self.allow_unhoisted,
+            "allow_not_exercised": self.allow_not_exercised,
             "detected_mode": auto_mode(),
         }
 
@@ -120,6 +122,13 @@ def start_run(config: pytest.Config) -> LayerNameRun:
     modes = tuple(m for m in requested_modes if m not in not_exercised)
     if not modes:
         raise pytest.UsageError(f"layername: no requested mode can run: {'; '.join(not_exercised.values())}")
+    allow_not_exercised = bool(config.getoption("layername_allow_not_exercised"))
+    if not_exercised and not allow_not_exercised:
+        raise pytest.UsageError(
+            f"layername: requested mode(s) {', '.join(not_exercised)} (--layername-mode={requested}) cannot be "
+            f"exercised: {'; '.join(not_exercised.values())}. Pass --layername-allow-not-exercised to run only "
+            f"{', '.join(modes)} (recorded in the report; the release gate rejects it for a cell listing that mode)"
+        )
     return LayerNameRun(
         requested,
         modes,
@@ -130,6 +139,7 @@ def start_run(config: pytest.Config) -> LayerNameRun:
         environment_facts(device),
         tuple(active_bugs(torch.__version__, device)),
         config.getoption("layername_allow_unhoisted"),
+        allow_not_exercised,
     )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..core.implementation import Implementation
 from ..core.modes import Mode
-from ..harness.models import MLP, Attention, Block, ModelError, ReferenceModel
+from ..harness.models import MLP, Attention, Block, ModelError, ReferenceModel, finish_model
 from .quant_ops import QUANT_MAX, FusionOpSet, check_quant_dtype, dequantize, get_fusion_ops
 
 #: Per-layer choice: a collection of layer indices, a predicate on the index, or None for every layer.
@@ -37,7 +37,6 @@ class FusionAttention(Attention):
         self,
         prefix: str,
         impl: Implementation,
-        mode: Mode,
         fusion_ops: FusionOpSet,
         hidden: int,
         heads: int,
@@ -46,7 +45,7 @@ class FusionAttention(Attention):
         rope: bool,
         quant_range: float,
     ):
-        super().__init__(prefix, impl, mode, fusion_ops.base, hidden, heads, tokens)
+        super().__init__(prefix, impl, fusion_ops.base, hidden, heads, tokens)
         self.fusion_ops = fusion_ops
         self.quant_dtype = check_quant_dtype(quant_dtype) if quant_dtype is not None else None
         self.rope = rope
@@ -60,16 +59,15 @@ class FusionAttention(Attention):
             self.register_buffer("rope_sin", angles.sin())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ops = self.fusion_ops
-        layer_name = self.impl.encode(self.prefix)
+        layer_name = self.encode(self.prefix)
         q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, self.head_dim).unbind(1)
         if self.rope:
-            q, k = ops.rotary_embedding(q, k, self.rope_cos, self.rope_sin)
-        dep = ops.base.kv_cache_update(k, v, layer_name)
+            q, k = self.fusion_ops.rotary_embedding(q, k, self.rope_cos, self.rope_sin)
+        dep = self.ops.kv_cache_update(k, v, layer_name)
         out = torch.empty_like(q)
-        ops.base.attention_with_output(q, k, v, out, layer_name, dep)
+        self.ops.attention_with_output(q, k, v, out, layer_name, dep)
         if self.quant_dtype is not None:
-            quantized = ops.static_scaled_quant(out, self.quant_scale, self.quant_dtype)
+            quantized = self.fusion_ops.static_scaled_quant(out, self.quant_scale, self.quant_dtype)
             out = dequantize(quantized, self.quant_scale, x.dtype)
         return self.o_proj(out.reshape(x.shape))
 
@@ -114,7 +112,6 @@ def build_fusion_model(
             attn = FusionAttention(
                 f"model.layers.{i}.self_attn",
                 impl,
-                mode,
                 fusion_ops,
                 hidden,
                 heads,
@@ -125,7 +122,7 @@ def build_fusion_model(
             )
             blocks.append(Block(attn, MLP(hidden), hidden))
         model = ReferenceModel("fusion", blocks, hidden, tokens, impl, mode)
-    return model.to(device).eval()
+    return finish_model(model, device)
 
 
 def attention_layer_names(model: torch.nn.Module) -> list[str]:

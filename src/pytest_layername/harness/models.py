@@ -1,10 +1,16 @@
-"""Reference models of identical layers that call the layer-name ops: decoder, MoE decoder, hybrid."""
+"""Reference models of identical layers that call the layer-name ops: decoder, MoE decoder, hybrid.
+
+Layers are identical in structure (so their compiled pieces can be shared) but each holds its own state,
+found by layer name inside the ops: a KV cache with its own history and scale, expert weights, SSM
+parameters and state. The model keeps a copy of that state keyed by plain name for the ground truth.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,58 +26,103 @@ class ModelError(ValueError):
     """An unknown model name or bad model arguments."""
 
 
-class Attention(nn.Module):
-    """QKV projection, KV-cache update and attention through the layer-name ops."""
+#: Tokens each attention layer's KV cache holds before the model runs (its own, different in every layer).
+HISTORY = 4
 
-    def __init__(self, prefix: str, impl: Implementation, mode: Mode, ops: OpSet, hidden: int, heads: int, tokens: int):
+
+def _state_copy(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+class NamedLayer(nn.Module):
+    """A module whose op finds this layer's state by layer name, as an engine's attention, MoE or Mamba layer does.
+
+    ``STATE`` names the attributes the op reads or writes through the name; every layer draws its own values,
+    so an op that reaches another layer's state computes something else. ``WRITTEN`` is the part the op writes.
+    """
+
+    STATE: ClassVar[tuple[str, ...]] = ()
+    WRITTEN: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, prefix: str, impl: Implementation, ops: OpSet) -> None:
         super().__init__()
-        self.prefix, self.impl, self.mode, self.ops = prefix, impl, mode, ops
-        self.heads, self.head_dim = heads, hidden // heads
+        self.prefix, self.ops = prefix, ops
+        self.encode: Callable[[str], Any] = impl.encode  # the implementation's own _encode_layer_name
+
+    def state_snapshot(self) -> SimpleNamespace:
+        """A detached copy of this layer's ``STATE``."""
+        return SimpleNamespace(**{name: _state_copy(getattr(self, name)) for name in self.STATE})
+
+    def clear_written_state(self) -> None:
+        """Forget what earlier runs wrote (a run then shows exactly which layers its ops wrote to)."""
+
+
+class Attention(NamedLayer):
+    """QKV projection, KV-cache update and attention through the layer-name ops, over this layer's own cache."""
+
+    STATE = ("kv_cache", "history", "scale")
+    WRITTEN = ("kv_cache",)
+
+    def __init__(self, prefix: str, impl: Implementation, ops: OpSet, hidden: int, heads: int, tokens: int):
+        super().__init__(prefix, impl, ops)
+        self.heads, self.head_dim, self.history = heads, hidden // heads, HISTORY
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.o_proj = nn.Linear(hidden, hidden)
-        self.register_buffer("kv_cache", torch.zeros(2, tokens, heads, self.head_dim))
-        self.scale = self.head_dim**-0.5
+        cache = torch.zeros(2, HISTORY + tokens, heads, self.head_dim)
+        cache[:, :HISTORY] = torch.randn(2, HISTORY, heads, self.head_dim)  # earlier tokens, this layer's own
+        self.register_buffer("kv_cache", cache)
+        self.scale = self.head_dim**-0.5 * (0.5 + torch.rand(()).item())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer_name = self.impl.encode(self.prefix)
+        layer_name = self.encode(self.prefix)
         q, k, v = self.qkv(x).view(x.shape[0], 3, self.heads, self.head_dim).unbind(1)
         dep = self.ops.kv_cache_update(k, v, layer_name)
         out = torch.empty_like(q)
         self.ops.attention_with_output(q, k, v, out, layer_name, dep)
         return self.o_proj(out.reshape(x.shape))
 
+    def clear_written_state(self) -> None:
+        self.kv_cache[:, self.history :].zero_()
 
-class Experts(nn.Module):
+
+class Experts(NamedLayer):
     """Expert weights an MoE op finds by layer name."""
 
-    def __init__(self, prefix: str, impl: Implementation, mode: Mode, ops: OpSet, hidden: int, experts: int):
-        super().__init__()
-        self.prefix, self.impl, self.mode, self.ops = prefix, impl, mode, ops
+    STATE = ("w_up", "w_down", "top_k")
+
+    def __init__(self, prefix: str, impl: Implementation, ops: OpSet, hidden: int, experts: int):
+        super().__init__(prefix, impl, ops)
         self.top_k = 2
         self.router = nn.Linear(hidden, experts, bias=False)
         self.w_up = nn.Parameter(torch.randn(experts, hidden, 2 * hidden) * hidden**-0.5)
         self.w_down = nn.Parameter(torch.randn(experts, 2 * hidden, hidden) * (2 * hidden) ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.moe_forward(x, self.router(x), self.impl.encode(self.prefix))
+        return self.ops.moe_forward(x, self.router(x), self.encode(self.prefix))
 
 
-class Mamba(nn.Module):
-    """A linear state-space mixer whose parameters the op finds by layer name."""
+class Mamba(NamedLayer):
+    """A linear state-space mixer whose parameters and state the op finds by layer name."""
 
-    def __init__(self, prefix: str, impl: Implementation, mode: Mode, ops: OpSet, hidden: int):
-        super().__init__()
-        self.prefix, self.impl, self.mode, self.ops = prefix, impl, mode, ops
+    STATE = ("decay", "readout", "initial_state", "state")
+    WRITTEN = ("state",)
+
+    def __init__(self, prefix: str, impl: Implementation, ops: OpSet, hidden: int):
+        super().__init__(prefix, impl, ops)
         self.in_proj = nn.Linear(hidden, hidden)
         self.out_proj = nn.Linear(hidden, hidden)
         self.decay = nn.Parameter(torch.rand(hidden) * 0.5 + 0.25)
         self.readout = nn.Parameter(torch.randn(hidden))
-        self.register_buffer("initial_state", torch.zeros(hidden))
+        self.register_buffer("initial_state", torch.randn(hidden))
+        self.register_buffer("state", torch.zeros(hidden))  # the final state, kept for the next step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
-        self.ops.mamba_mixer(self.in_proj(x), out, self.impl.encode(self.prefix))
+        self.ops.mamba_mixer(self.in_proj(x), out, self.encode(self.prefix))
         return self.out_proj(out)
+
+    def clear_written_state(self) -> None:
+        self.state.zero_()
 
 
 class MLP(nn.Module):
@@ -105,6 +156,7 @@ class ReferenceModel(nn.Module):
         self.kind, self.hidden, self.tokens = kind, hidden, tokens
         self.impl, self.mode = impl, mode
         self.layers = nn.ModuleList(blocks)
+        self.ground_truth_state: dict[str, SimpleNamespace] = {}  # filled by freeze_ground_truth()
         self.final_norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,9 +164,16 @@ class ReferenceModel(nn.Module):
             x = layer(x)
         return self.final_norm(x)
 
-    def named_layers(self) -> dict[str, nn.Module]:
+    def named_layers(self) -> dict[str, NamedLayer]:
         """Layer name -> module holding that layer's state, for the forward context."""
-        return {m.prefix: m for m in self.modules() if isinstance(m, Attention | Experts | Mamba)}
+        return {m.prefix: m for m in self.modules() if isinstance(m, NamedLayer)}
+
+    def freeze_ground_truth(self) -> None:
+        """Copy every layer's state, keyed by its plain name, into :attr:`ground_truth_state` (see ``ground_truth``).
+
+        Called once the model is built and on its device; the implementation under test never sees the copy.
+        """
+        self.ground_truth_state = {name: layer.state_snapshot() for name, layer in self.named_layers().items()}
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -128,20 +187,20 @@ class ReferenceModel(nn.Module):
         return x.to(next(self.parameters()).device)
 
 
-def _decoder_block(i: int, impl, mode, ops, hidden, heads, tokens) -> Block:
-    attn = Attention(f"model.layers.{i}.self_attn", impl, mode, ops, hidden, heads, tokens)
+def _decoder_block(i: int, impl, ops, hidden, heads, tokens) -> Block:
+    attn = Attention(f"model.layers.{i}.self_attn", impl, ops, hidden, heads, tokens)
     return Block(attn, MLP(hidden), hidden)
 
 
-def _moe_block(i: int, impl, mode, ops, hidden, heads, tokens) -> Block:
-    attn = Attention(f"model.layers.{i}.self_attn", impl, mode, ops, hidden, heads, tokens)
-    return Block(attn, Experts(f"model.layers.{i}.mlp.experts", impl, mode, ops, hidden, experts=4), hidden)
+def _moe_block(i: int, impl, ops, hidden, heads, tokens) -> Block:
+    attn = Attention(f"model.layers.{i}.self_attn", impl, ops, hidden, heads, tokens)
+    return Block(attn, Experts(f"model.layers.{i}.mlp.experts", impl, ops, hidden, experts=4), hidden)
 
 
-def _hybrid_block(i: int, impl, mode, ops, hidden, heads, tokens) -> Block:
+def _hybrid_block(i: int, impl, ops, hidden, heads, tokens) -> Block:
     if i % 2 == 0:
-        return _decoder_block(i, impl, mode, ops, hidden, heads, tokens)
-    return Block(Mamba(f"model.layers.{i}.mixer", impl, mode, ops, hidden), MLP(hidden), hidden)
+        return _decoder_block(i, impl, ops, hidden, heads, tokens)
+    return Block(Mamba(f"model.layers.{i}.mixer", impl, ops, hidden), MLP(hidden), hidden)
 
 
 BLOCKS: dict[str, Callable[..., Block]] = {"decoder": _decoder_block, "moe": _moe_block, "hybrid": _hybrid_block}
@@ -168,12 +227,24 @@ def build_model(
     ops = get_ops(impl, mode)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        blocks = [BLOCKS[kind](i, impl, mode, ops, hidden, heads, tokens) for i in range(layers)]
+        blocks = [BLOCKS[kind](i, impl, ops, hidden, heads, tokens) for i in range(layers)]
         model = ReferenceModel(kind, blocks, hidden, tokens, impl, mode)
-    return model.to(device).eval()
+    return finish_model(model, device)
+
+
+def finish_model(model: ReferenceModel, device: str | torch.device) -> ReferenceModel:
+    """Move a freshly built model to ``device`` in eval mode and freeze its ground truth there."""
+    model = model.to(device).eval()
+    model.freeze_ground_truth()
+    return model
 
 
 def run(model: ReferenceModel, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn(*args)`` (the model or its compiled form) inside the model's forward context."""
+    """Call ``fn(*args)`` (the model or its compiled form) inside the model's forward context.
+
+    What earlier runs wrote to the layers' state is cleared first, so the state afterwards is this run's alone.
+    """
     with model.context(), torch.no_grad():
+        for layer in model.named_layers().values():
+            layer.clear_written_state()
         return fn(*args)

@@ -1,9 +1,10 @@
 """Reference custom ops taking a layer name, in an opaque (``LayerName``) and a string (``str``) variant.
 
-Every op body resolves the name with the implementation's ``_resolve_layer_name`` and looks up the
-layer's state (KV cache, expert weights, SSM parameters) in the forward context. Fake implementations
-are pure functions of their inputs. Schemas are built from annotations at registration time, so the
-same op bodies serve the bundled reference and any other implementation's ``LayerName``.
+Every op body resolves the name with the implementation's ``_resolve_layer_name``, looks up the layer's
+state (KV cache, expert weights, SSM parameters) in the forward context and computes with it
+(:mod:`.layer_math`). Fake implementations are pure functions of their inputs. Schemas are built from
+annotations at registration time, so the same op bodies serve the bundled reference and any other
+implementation's ``LayerName``.
 """
 
 # No ``from __future__ import annotations``: torch.library reads the annotations as real types.
@@ -11,12 +12,12 @@ same op bodies serve the bundled reference and any other implementation's ``Laye
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..core.forward_context import layer_state
 from ..core.implementation import Implementation
 from ..core.modes import Mode
 from .custom_ops import define_op, qualified_name
+from .layer_math import attend, mix_experts, scan_state, write_kv_cache
 
 STRING_SUFFIX = "_str"
 
@@ -45,10 +46,7 @@ def _ops_for(impl: Implementation, mode: Mode) -> OpSet:
     ns = impl.namespace
 
     def kv_cache_update(key: torch.Tensor, value: torch.Tensor, layer_name: object) -> torch.Tensor:
-        cache = layer_state(resolve(layer_name)).kv_cache
-        tokens = key.shape[0]
-        cache[0, :tokens].copy_(key)
-        cache[1, :tokens].copy_(value)
+        write_kv_cache(layer_state(resolve(layer_name)), key, value)
         return key.new_empty((0,))
 
     def kv_cache_update_fake(key, value, layer_name):
@@ -62,38 +60,19 @@ def _ops_for(impl: Implementation, mode: Mode) -> OpSet:
         layer_name: object,
         kv_cache_dummy_dep: torch.Tensor,
     ) -> None:
-        layer = layer_state(resolve(layer_name))
-        tokens = query.shape[0]
-        cached_k, cached_v = layer.kv_cache[0, :tokens], layer.kv_cache[1, :tokens]
-        attended = F.scaled_dot_product_attention(
-            query.transpose(0, 1), cached_k.transpose(0, 1), cached_v.transpose(0, 1), is_causal=True, scale=layer.scale
-        )
-        output.copy_(attended.transpose(0, 1))
+        output.copy_(attend(layer_state(resolve(layer_name)), query))
 
     def attention_with_output_fake(query, key, value, output, layer_name, kv_cache_dummy_dep):
         return None
 
     def moe_forward(hidden_states: torch.Tensor, router_logits: torch.Tensor, layer_name: object) -> torch.Tensor:
-        experts = layer_state(resolve(layer_name))
-        weights, chosen = torch.topk(router_logits.softmax(dim=-1), experts.top_k, dim=-1)
-        weights = weights / weights.sum(dim=-1, keepdim=True)
-        out = torch.zeros_like(hidden_states)
-        for expert in range(experts.w_up.shape[0]):
-            routed = (chosen == expert) * weights
-            gate = routed.sum(dim=-1, keepdim=True)
-            expert_out = F.silu(hidden_states @ experts.w_up[expert]) @ experts.w_down[expert]
-            out += gate * expert_out
-        return out
+        return mix_experts(layer_state(resolve(layer_name)), hidden_states, router_logits)
 
     def moe_forward_fake(hidden_states, router_logits, layer_name):
         return torch.empty_like(hidden_states)
 
     def mamba_mixer(projected_states: torch.Tensor, output: torch.Tensor, layer_name: object) -> None:
-        ssm = layer_state(resolve(layer_name))
-        state = ssm.initial_state.clone()
-        for t in range(projected_states.shape[0]):
-            state = ssm.decay * state + projected_states[t]
-            output[t].copy_(state * ssm.readout)
+        scan_state(layer_state(resolve(layer_name)), projected_states, output)
 
     def mamba_mixer_fake(projected_states, output, layer_name):
         return None

@@ -18,15 +18,21 @@ def test_schema_takes_opaque_or_str(layername_mode, layername_impl):
     assert "Tensor(a3!) output" in schema
 
 
-def test_ops_find_their_layer_by_name(layername_mode, layername_impl, layername_device):
-    model = build_model("decoder", 2, layername_impl, layername_mode, device=layername_device)
+@pytest.mark.parametrize("index", [1, 11])
+def test_ops_find_their_layer_by_name(index, layername_mode, layername_impl, layername_device):
+    """The KV-cache op writes this step's keys and values to the named layer's cache, and to no other layer's."""
+    model = build_model("decoder", 12, layername_impl, layername_mode, device=layername_device)
     ops = get_ops(layername_impl, layername_mode)
-    layer = model.layers[1].mixer
-    key = torch.randn(model.tokens, layer.heads, layer.head_dim, device=layername_device)
+    target = model.layers[index].mixer
+    key = torch.randn(model.tokens, target.heads, target.head_dim, device=layername_device)
     with model.context():
-        ops.kv_cache_update(key, key * 2, layername_impl.encode(layer.prefix))
-    torch.testing.assert_close(layer.kv_cache[0], key)
-    torch.testing.assert_close(model.layers[0].mixer.kv_cache[0], torch.zeros_like(key))
+        ops.kv_cache_update(key, key * 2, layername_impl.encode(target.prefix))
+    for layer in (block.mixer for block in model.layers):
+        new = layer.kv_cache[:, layer.history :]
+        expected = torch.stack([key, key * 2]) if layer is target else torch.zeros_like(new)
+        torch.testing.assert_close(new, expected, msg=lambda m, layer=layer: f"{layer.prefix}: {m}")
+        history = model.ground_truth_state[layer.prefix].kv_cache[:, : layer.history]
+        torch.testing.assert_close(layer.kv_cache[:, : layer.history], history)
 
 
 def test_unknown_layer_name_is_a_clear_error(layername_mode, layername_impl):

@@ -1,14 +1,15 @@
 """Layer-name round trips: encode→resolve, pickle, deepcopy, ``__fx_repr__``, a compiled graph, a compile cache.
 
 Every stage must hand the op exactly the name it was given. :func:`assert_roundtrip` checks values and
-a freshly compiled graph; :func:`assert_cache_roundtrip` reloads an inductor artifact (FX-graph/AOT cache
-hit, or ``standalone_compile`` save/load) and checks the op still receives the right name, never ``None``.
+a freshly compiled graph; :func:`assert_cache_roundtrip` reloads an inductor artifact in a fresh process
+(FX-graph/AOT cache hit, or ``standalone_compile`` save/load) and checks the op still receives the right
+name, never ``None``; :func:`fresh_process_failures` pickles names to and from a fresh process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import os
 import pickle
 import tempfile
@@ -17,16 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch._dynamo.utils as dynamo_utils
-from torch import fx, nn
+from torch import fx
 
 from ..compile.graph_hash import target_name
 from ..compile.session import compile_session
 from ..core.compat import standalone_options
 from ..core.implementation import Implementation
 from ..core.modes import Mode
-from ..harness.custom_ops import define_op
 from .field_checks import FieldCheckError, check_fx_repr
+from .fresh_process import describe_loaded, encode_pickle, run_fresh
+from .probe import Probe, recording
 
 STAGES = ("encode", "pickle", "deepcopy", "fx_repr", "compiled")
 CACHE_METHODS = ("cache_hit", "standalone")
@@ -91,57 +92,6 @@ def _value_failures(impl: Implementation, mode: Mode, name: str) -> list[StageFa
     return [f for f in failures if f is not None]
 
 
-# -- the probe: a module calling one op per name, as a model's layers do ------------------------------
-
-_received: list[Any] = []
-
-
-@contextlib.contextmanager
-def _recording() -> Iterator[list[Any]]:
-    _received.clear()
-    try:
-        yield _received
-    finally:
-        _received.clear()
-
-
-_PROBES: dict[tuple[str, Mode], Any] = {}
-
-
-def probe_op(impl: Implementation, mode: Mode) -> Any:
-    """``<namespace>_rt::echo[_str]``: records what it receives (resolved) and returns ``x + 1``."""
-    key = (impl.namespace, mode)
-    if key not in _PROBES:
-        layer_name_type = impl.layer_name_type(mode, "run the opaque round trip")
-        qualname = f"{impl.namespace}_rt::echo" + ("" if mode == "opaque" else "_str")
-        resolve = impl.resolve
-
-        def echo(x: torch.Tensor, layer_name: object) -> torch.Tensor:
-            try:
-                _received.append(resolve(layer_name))
-            except Exception as error:  # e.g. None after a broken cache load: record, let the check report it
-                _received.append(f"<{type(layer_name).__name__} {layer_name!r}: {error}>")
-            return x + 1
-
-        fake = lambda x, layer_name: torch.empty_like(x)  # noqa: E731
-        _PROBES[key] = define_op(qualname, echo, fake=fake, layer_name_type=layer_name_type)
-    return _PROBES[key]
-
-
-class Probe(nn.Module):
-    """Calls the probe op once per name, encoding each name inside ``forward`` like a model layer."""
-
-    def __init__(self, impl: Implementation, mode: Mode, names: Sequence[str]) -> None:
-        super().__init__()
-        self.impl, self.mode, self.names = impl, mode, list(names)
-        self.op = probe_op(impl, mode)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.names:
-            x = self.op(x, self.impl.encode(name))
-        return x
-
-
 class _Capture:
     """A backend that keeps each Dynamo graph and its example inputs, then compiles with ``compiler``."""
 
@@ -201,7 +151,7 @@ def _compiled_failures(
     x = torch.zeros(2, device=device)
     capture = _Capture(compiler)
     torch._dynamo.reset()  # a fresh probe per call: without a reset, calls would pile up as recompiles
-    with _recording() as received, impl.use_mode(mode):
+    with recording() as received, impl.use_mode(mode):
         try:
             out = torch.compile(probe, backend=capture, fullgraph=True)(x)
         except Exception as error:
@@ -249,53 +199,54 @@ class CacheRoundTrip:
     cache_hits: int = 0  # AOT-autograd + FX-graph cache hits during the reload
     cache_misses: int = 0  # during the reload
     device: str = "cpu"
+    output_reloaded: list[float] = field(default_factory=list)  # what the reloaded probe returned for zeros(2)
 
 
-def _cache_counts() -> tuple[int, int]:
-    counters = dynamo_utils.counters
-    hits = counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
-    misses = counters["aot_autograd"]["autograd_cache_miss"] + counters["inductor"]["fxgraph_cache_miss"]
-    return int(hits), int(misses)
+def _reload_request(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> dict[str, Any]:
+    return {
+        "job": "reload",
+        "method": result.method,
+        "impl": impl.module_name,
+        "mode": mode,
+        "names": result.reload_names,
+        "device": result.device,
+    }
+
+
+def _record_reload(result: CacheRoundTrip, answer: dict[str, Any]) -> None:
+    result.received_reloaded = answer["received"]
+    result.cache_hits, result.cache_misses = answer["cache_hits"], answer["cache_misses"]
+    result.output_reloaded = answer["output"]
 
 
 def _reload_via_cache(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
-    with compile_session(fresh_inductor_cache=True):
-        with _recording() as received:
+    with compile_session(fresh_inductor_cache=True):  # TORCHINDUCTOR_CACHE_DIR: a fresh dir, until the block ends
+        with recording() as received:
             torch.compile(Probe(impl, mode, result.names), backend="inductor", fullgraph=True)(
                 torch.zeros(2, device=result.device)
             )
             result.received_first = list(received)
-        torch._dynamo.reset()  # forget the in-memory artifact: the next compile must come from the cache
-        hits, misses = _cache_counts()
-        with _recording() as received:
-            torch.compile(Probe(impl, mode, result.reload_names), backend="inductor", fullgraph=True)(
-                torch.zeros(2, device=result.device)
-            )
-            result.received_reloaded = list(received)
-        now_hits, now_misses = _cache_counts()
-        result.cache_hits, result.cache_misses = now_hits - hits, now_misses - misses
+        _record_reload(result, run_fresh(_reload_request(impl, mode, result)))  # the child inherits the cache dir
 
 
 def _reload_via_standalone(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
-    from torch._inductor import CompiledArtifact, standalone_compile
+    from torch._inductor import standalone_compile
 
     capture = _Capture("eager")
     torch._dynamo.reset()
-    with _recording() as received:
+    with recording() as received:
         torch.compile(Probe(impl, mode, result.names), backend=capture, fullgraph=True)(
             torch.zeros(2, device=result.device)
         )
         result.received_first = list(received)
     gm, example_inputs = capture.graphs[0]
-    rename = dict(zip(result.names, result.reload_names, strict=True))
-    inputs = [impl.encode(rename[impl.resolve(v)]) if isinstance(v, impl.LayerName) else v for v in example_inputs]
+    slots = {name: index for index, name in enumerate(result.names)}
+    inputs = [slots[impl.resolve(v)] if isinstance(v, impl.LayerName) else None for v in example_inputs]
     with compile_session(fresh_inductor_cache=True), tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "artifact.bin")
         standalone_compile(gm, example_inputs, **standalone_options()).save(path=path, format="binary")
-        loaded = CompiledArtifact.load(path=path, format="binary")
-        with _recording() as received:
-            loaded(*inputs)
-            result.received_reloaded = list(received)
+        request = {**_reload_request(impl, mode, result), "artifact": path, "inputs": inputs}
+        _record_reload(result, run_fresh(request, env={"TORCHINDUCTOR_CACHE_DIR": os.path.join(tmp, "reload")}))
 
 
 def cache_roundtrip(
@@ -306,11 +257,12 @@ def cache_roundtrip(
     rename: bool | None = None,
     device: str = "cpu",
 ) -> CacheRoundTrip:
-    """Compile a probe with inductor, reload the artifact (``method``), and record what the op received.
+    """Compile a probe with inductor here, reload the artifact in a fresh process (``method``), record what the op got.
 
-    ``cache_hit``: compile, reset Dynamo, compile again from the (fresh, private) inductor cache.
-    ``standalone``: ``standalone_compile`` (``aot=True`` where this torch has it), save to disk, load and
-    call the loaded artifact.
+    The reload runs where an engine's worker or a restarted server would: another Python process.
+    ``cache_hit``: compile into a fresh, private inductor cache; the fresh process compiles the probe again
+    from that cache. ``standalone``: ``standalone_compile`` (``aot=True`` where this torch has it) saved to
+    disk; the fresh process loads and calls it.
     With ``rename`` (default: in opaque mode) the reload uses other names, so the names must come from
     the caller, not from the artifact.
     """
@@ -341,7 +293,9 @@ def assert_cache_roundtrip(
     stage = f"cache({method})"
     failures = _compare_received(result.names, result.received_first, f"{stage}, first run")
     failures += _compare_received(result.reload_names, result.received_reloaded, f"{stage}, after reload")
-    if method == "cache_hit" and result.cache_hits == 0:
+    if result.output_reloaded != [float(len(names))] * 2:
+        failures.append(StageFailure(result.names[0], stage, f"the reloaded probe returned {result.output_reloaded}"))
+    if method == "cache_hit" and (result.cache_hits == 0 or result.cache_misses):
         failures.append(
             StageFailure(
                 result.names[0],
@@ -353,3 +307,53 @@ def assert_cache_roundtrip(
     if failures:
         raise RoundTripError(impl, mode, failures)
     return result
+
+
+# -- a fresh process: registration at import, pickles both ways, deprecations, a compiled probe -------------
+
+
+@dataclass(frozen=True)
+class FreshProcess:
+    """What a fresh Python process made of the implementation, of names pickled here, and what it pickled for here."""
+
+    mode: Mode
+    names: tuple[str, ...]
+    hoisted_at_import: bool | None  # LayerName registered hoisted right after the fresh import (before any encode)
+    declare_error: str | None  # declaring an op with the implementation's type at import time failed
+    compile_error: str | None
+    received: tuple[Any, ...] | None  # what the probe op compiled there received, in order
+    deprecations: tuple[str, ...]  # torch deprecation messages while importing and using the implementation
+    pickle_failures: tuple[StageFailure, ...]
+
+
+@functools.cache
+def fresh_process(impl: Implementation, mode: Mode, names: tuple[str, ...]) -> FreshProcess:
+    """Import the implementation in a fresh process and exchange pickled names with it (once per arguments)."""
+    protocols = range(pickle.HIGHEST_PROTOCOL + 1)
+    with impl.use_mode(mode):
+        pickles = [[encode_pickle(impl.encode(name), p) for p in protocols] for name in names]
+    answer = run_fresh({"job": "names", "impl": impl.module_name, "mode": mode, "names": names, "pickles": pickles})
+    failures = [
+        StageFailure(name, f"pickle(protocol={p}) here, loaded in a fresh process", f"resolves to {got!r}")
+        for name, loaded in zip(names, answer["loaded"], strict=True)
+        for p, got in zip(protocols, loaded, strict=True)
+        if got != name
+    ]
+    with impl.use_mode(mode):
+        failures += [
+            StageFailure(name, f"pickle(protocol={p}) in a fresh process, loaded here", f"resolves to {got!r}")
+            for name, payloads in zip(names, answer["pickles"], strict=True)
+            for p, payload in zip(protocols, payloads, strict=True)
+            if (got := describe_loaded(impl, mode, payload)) != name
+        ]
+    received = answer["received"]
+    return FreshProcess(
+        mode,
+        names,
+        answer["hoisted_at_import"],
+        answer["declare_error"],
+        answer["compile_error"],
+        None if received is None else tuple(received),
+        tuple(answer["deprecations"]),
+        tuple(failures),
+    )

@@ -50,6 +50,11 @@ class CacheCounts:
         counters = dynamo_utils.counters
         return cls(tuple(int(counters[group][key]) for group, key in cls.KEYS))
 
+    def hits_and_misses_since(self, before: CacheCounts) -> tuple[int, int]:
+        """FX-graph plus AOT-autograd cache (hits, misses) between ``before`` and this snapshot."""
+        hit, miss, _, aot_hit, aot_miss, _ = (a - b for a, b in zip(self.values, before.values, strict=True))
+        return hit + aot_hit, miss + aot_miss
+
     def outcomes_since(self, before: CacheCounts) -> tuple[CacheOutcome, CacheOutcome]:
         """(FX-graph cache, AOT-autograd cache) outcome of what ran between ``before`` and this snapshot."""
         hit, miss, bypass, aot_hit, aot_miss, aot_bypass = (

@@ -258,3 +258,15 @@ def test_inductor_cache_reuses_fused_artifacts_and_tracks_the_pass_config(mode):
     assert [[g.matched for g in p.graphs] for p in passes] == [[1], [], [0]]  # a cache hit runs no pass
     assert calls[0] == calls[1] == {("attention_with_quant_output", names[0]): 1}
     assert calls[2] == {("static_scaled_quant", None): 1}
+
+
+@pytest.mark.parametrize("mode", ["opaque", "string"])
+def test_quantization_is_real(mode):
+    """The static quant changes the model's output (so fusion tests compare quantized numerics), within tolerance."""
+    for dtype in (FP8, INT8):
+        quantized = build_fusion_model(2, IMPL, mode, quant_dtype=dtype)
+        unquantized = build_fusion_model(2, IMPL, mode, quant_dtype=None)
+        x = quantized.example_input()
+        expected, float_out = run(quantized, quantized, x), run(unquantized, unquantized, x)
+        assert not torch.equal(expected, float_out)
+        torch.testing.assert_close(expected, float_out, **QUANT_TOLERANCE[dtype])

@@ -148,12 +148,34 @@ USER_IMPL = """
 
 
 @pytest.mark.skipif(not compat.opaque_support().supported, reason="needs hoisted opaque types")
+def test_a_requested_mode_not_exercised_fails_unless_opted_out(pytester: pytest.Pytester) -> None:
+    """An implementation without a mode switch cannot run string mode: ``both`` is a usage error naming why."""
+    pytester.makepyfile(noswitch=USER_IMPL)  # its own module name: torch registers LayerName types by name
+    pytester.syspathinsert()
+    pytester.makepyfile(COUNTER_TEST)
+    result = pytester.runpytest("--layername-impl=noswitch", "--layername-mode=both")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*layername: requested mode(s) string (--layername-mode=both) cannot be exercised: noswitch has no mode "
+            "switch (_USE_LAYERNAME)*--layername-allow-not-exercised*"
+        ]
+    )
+
+
+@pytest.mark.skipif(not compat.opaque_support().supported, reason="needs hoisted opaque types")
 def test_suite_runs_against_another_implementation(pytester: pytest.Pytester) -> None:
-    """An implementation without a mode switch: its native (opaque) mode runs; string is shown as not exercised."""
+    """With the opt-out, its native (opaque) mode runs; string is shown and recorded as not exercised."""
     pytester.makepyfile(userimpl=USER_IMPL)
     pytester.syspathinsert()
     pytester.makepyfile(COUNTER_TEST)
-    result = pytester.runpytest("--layername-impl=userimpl", "--layername-mode=both", "-v", "--layername-report=r.json")
+    result = pytester.runpytest(
+        "--layername-impl=userimpl",
+        "--layername-mode=both",
+        "--layername-allow-not-exercised",
+        "-v",
+        "--layername-report=r.json",
+    )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -164,6 +186,7 @@ def test_suite_runs_against_another_implementation(pytester: pytest.Pytester) ->
     )
     run = load_report(pytester.path / "r.json")["run"]
     assert run["modes"] == ["opaque"] and "string" in run["not_exercised"] and run["impl_switch"] is None
+    assert run["allow_not_exercised"] is True
 
 
 @pytest.mark.skipif(not compat.opaque_support().supported, reason="needs hoisted opaque types")

@@ -1,7 +1,10 @@
 """Layer names survive every hop to the op: encode/resolve, pickle, deepcopy, ``__fx_repr__``, compiled graphs, caches.
 
-Property tests draw arbitrary names (unicode, dots, very long, code-like, quotes); the cache tests reload
-an inductor artifact and check the op still gets the right name, never ``None`` (pytorch#181230).
+Property tests draw arbitrary names (unicode, dots, very long, code-like, quotes) and pairs of names that
+differ by one character, by case only or by a suffix: different names must stay different. Pickles, the
+compile caches and the import itself are checked in a fresh Python process, where an engine's worker or a
+restarted server meets them; the cache tests check the op still gets the right name, never ``None``
+(pytorch#181230).
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_layername.checks.roundtrip import CACHE_METHODS, RoundTripError, assert_cache_roundtrip, check_roundtrip
-from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, register_value_type
-from pytest_layername.core.implementation import Implementation
+from pytest_layername.checks.fresh_process import run_fresh
+from pytest_layername.checks.roundtrip import CACHE_METHODS, assert_cache_roundtrip, check_roundtrip, fresh_process
 
 NASTY = [
     "model.layers.0.self_attn",
@@ -48,6 +50,46 @@ def test_roundtrip_property(layername_roundtrip, names):
     layername_roundtrip(names)
 
 
+def _one_character_apart(name: str, data: st.DataObject) -> str:
+    index = data.draw(st.integers(0, len(name) - 1))
+    other = data.draw(st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(lambda c: c != name[index]))
+    return name[:index] + other + name[index + 1 :]
+
+
+@st.composite
+def name_pairs(draw: st.DrawFn) -> tuple[str, str]:
+    """Two names: equal (as separate objects), one character apart, different in case only, or one a prefix."""
+    name = draw(layer_names.filter(bool))
+    kind = draw(st.sampled_from(["equal", "one_character", "case", "prefix", "any"]))
+    if kind == "equal":
+        return name, "".join(list(name))
+    if kind == "one_character":
+        return name, _one_character_apart(name, draw(st.data()))
+    if kind == "case" and name.swapcase() != name:
+        return name, name.swapcase()
+    if kind == "prefix":
+        return name, name + draw(st.sampled_from(["0", "1", ".", "_", "x", "0.self_attn"]))
+    return name, draw(layer_names)
+
+
+@PROPERTY
+@given(pair=name_pairs())
+def test_distinct_names_stay_distinct(layername_impl, layername_mode, pair):
+    """Different names encode to unequal values with different hashes; equal names to equal values, equal hashes.
+
+    An engine keys per-layer state by encoded names: two layers whose names compare equal share one entry.
+    """
+    a, b = pair
+    encoded_a, encoded_b = layername_impl.encode(a), layername_impl.encode(b)
+    if a == b:
+        assert encoded_a == encoded_b and hash(encoded_a) == hash(encoded_b), (encoded_a, encoded_b)
+        return
+    assert encoded_a != encoded_b, f"{a!r} and {b!r} encode to equal values (__ne__)"
+    assert not encoded_a == encoded_b, f"{a!r} and {b!r} encode to equal values (__eq__)"  # noqa: SIM201
+    assert hash(encoded_a) != hash(encoded_b), f"{a!r} and {b!r} encode to values with the same hash"
+    assert len({encoded_a: a, encoded_b: b}) == 2, f"a dict keyed by {a!r} and {b!r} keeps one entry"
+
+
 def test_roundtrip_nasty_names_inductor(layername_impl, layername_mode, layername_device):
     """The same stages with inductor compiling the graph (strings in string mode are baked into its code)."""
     assert check_roundtrip(layername_impl, layername_mode, NASTY, compiler="inductor", device=layername_device) == []
@@ -60,7 +102,7 @@ def test_compile_cache_roundtrip(layername_impl, layername_mode, layername_devic
     In opaque mode the reload runs with *other* names: the artifact serves any layer and the op sees the
     caller's names. torch 2.11-2.12 pickled opaque values to None on AOT cache load (pytorch#181230).
     """
-    names = NASTY[:4]
+    names = [*NASTY[:4], "model.layers.11.mlp.experts"]
     result = assert_cache_roundtrip(layername_impl, layername_mode, names, method, device=layername_device)
     assert None not in result.received_reloaded
     if method == "cache_hit":
@@ -70,93 +112,41 @@ def test_compile_cache_roundtrip(layername_impl, layername_mode, layername_devic
         assert not set(result.reload_names) & set(names), result.reload_names
 
 
-# -- the checks can fail: deliberately broken implementations -------------------------------------
+FRESH_NAMES = ("model.layers.0.self_attn", "model.layers.11.mlp.experts", "model.layers.1.mixer", *NASTY[2:6])
 
 
-class _Base:
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash(self.value)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.value!r})"
+def test_pickles_load_in_another_process(layername_impl, layername_mode):
+    """Names pickled here load in a fresh process, and its pickles load here (every protocol, both ways)."""
+    fresh = fresh_process(layername_impl, layername_mode, FRESH_NAMES)
+    assert not fresh.pickle_failures, "\n".join(str(f) for f in fresh.pickle_failures)
+    assert fresh.compile_error is None, f"compiling the probe in a fresh process failed: {fresh.compile_error}"
+    assert fresh.received == FRESH_NAMES, f"the probe compiled in a fresh process received {fresh.received}"
 
 
-class ForgetfulPickle(_Base):
-    """Pickles to an empty name, as a ``__reduce__`` written for an older attribute layout would."""
-
-    def __reduce__(self):
-        return type(self), ("",)
-
-    def __fx_repr__(self):
-        return f"ForgetfulPickle({self.value!r})", {"ForgetfulPickle": ForgetfulPickle}
-
-
-class UnquotedFxRepr(_Base):
-    """``__fx_repr__`` without ``!r``: the source is not the name once it holds a dot or a quote."""
-
-    def __fx_repr__(self):
-        return f"UnquotedFxRepr({self.value})", {"UnquotedFxRepr": UnquotedFxRepr}
+@pytest.mark.layername(modes=["opaque"])
+def test_registered_hoisted_at_import(layername_impl, layername_mode):
+    """In a fresh process, importing the module registers LayerName hoisted: ops declared at import can use it."""
+    fresh = fresh_process(layername_impl, layername_mode, FRESH_NAMES)
+    assert fresh.hoisted_at_import, (
+        f"{layername_impl.module_name}.LayerName is not registered as a hoisted opaque type right after the module "
+        "is imported in a fresh process (registered lazily, or not at all)"
+    )
+    assert fresh.declare_error is None, f"declaring an op with LayerName at import failed: {fresh.declare_error}"
 
 
-class NotHoisted(_Base, opaque_base()):  # type: ignore[misc]
-    """Registered as a value opaque type *without* ``hoist=True`` (by the test that uses it)."""
+def test_no_torch_deprecation_from_the_implementation(layername_impl, layername_mode):
+    """Importing and using the implementation (register, declare an op, encode, pickle) logs no torch deprecation.
 
-    def __fx_repr__(self):
-        return f"NotHoisted({self.value!r})", {"NotHoisted": NotHoisted}
-
-
-class _ValuesOnly(Implementation):
-    """A synthetic implementation for the value stages only (pickle, copy, fx repr): any torch can run them."""
-
-    def mode_problem(self, mode):
-        return None
+    torch 2.14 deprecated ``register_opaque_type`` and ``torch._opaque_base``: an implementation still on them
+    fails here on those torches.
+    """
+    assert fresh_process(layername_impl, layername_mode, FRESH_NAMES).deprecations == ()
 
 
-def _broken(cls: type) -> Implementation:
-    return _ValuesOnly(f"broken_{cls.__name__}", cls, cls, lambda v: v.value if isinstance(v, cls) else v)
-
-
-def _value_failures(cls: type, names: list[str]) -> list[str]:
-    from pytest_layername.checks.roundtrip import _value_failures as failures_of
-
-    return [str(f) for name in names for f in failures_of(_broken(cls), "opaque", name)]
-
-
-def test_broken_pickle_is_reported_per_name_and_stage():
-    import pickle
-
-    failures = _value_failures(ForgetfulPickle, ["model.layers.3.mlp"])
-    for stage in [f"pickle(protocol={p})" for p in range(pickle.HIGHEST_PROTOCOL + 1)] + ["copy", "deepcopy"]:
-        assert f"[{stage}] 'model.layers.3.mlp': resolves to ''" in failures, (stage, failures)
-    assert not [f for f in failures if f.startswith(("[encode]", "[fx_repr]"))], failures
-
-
-def test_broken_fx_repr_is_reported():
-    failures = _value_failures(UnquotedFxRepr, ["model.layers.0"])
-    assert len(failures) == 1 and failures[0].startswith("[fx_repr] 'model.layers.0':"), failures
-    assert "{value!r}" in failures[0] or "quote" in failures[0]
-
-
-@pytest.mark.layername_requires_opaque
-def test_unhoisted_value_type_is_caught_baking_names():
-    """A value opaque type registered without ``hoist=True`` is baked into the graph: the compiled stage says so."""
-    if not is_registered_opaque_type(NotHoisted):
-        register_value_type(NotHoisted, hoist=False)
-
-    class Unchecked(Implementation):
-        def opaque_unavailable_reason(self) -> str | None:  # let the probe register despite hoist=False
-            return None
-
-    impl = Unchecked("broken_not_hoisted", NotHoisted, NotHoisted, lambda v: v.value)
-    with pytest.raises(RoundTripError) as error:
-        from pytest_layername.checks.roundtrip import assert_roundtrip
-
-        assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn", "model.layers.1.self_attn"])
-    message = str(error.value)
-    assert "[compiled(aot_eager)] 'model.layers.1.self_attn': baked into the graph as a constant" in message, message
+def test_falls_back_to_strings_on_torch_without_hoisting(layername_impl):
+    """On a torch that looks like 2.10 (no hoist=, no opaque base class), the implementation imports and encodes str."""
+    names = list(FRESH_NAMES[:3])
+    answer = run_fresh({"job": "old_torch", "impl": layername_impl.module_name, "names": names})
+    assert answer["error"] is None, f"importing or using {layername_impl.module_name} there failed: {answer['error']}"
+    assert answer["types"] == ["str"] * len(names), f"encoded to {answer['types']} instead of str"
+    assert answer["resolved"] == names

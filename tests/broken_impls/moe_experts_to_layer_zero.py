@@ -1,0 +1,14 @@
+"""Bug: every layer's MoE experts resolve to layer 0's (``model.layers.N.mlp.experts`` -> ``model.layers.0...``)."""
+
+from __future__ import annotations
+
+import re
+
+from pytest_layername.core import reference
+from pytest_layername.core.reference import LayerName, _encode_layer_name  # noqa: F401 (the implementation's API)
+
+_USE_LAYERNAME = reference._USE_LAYERNAME
+
+
+def _resolve_layer_name(layer_name: LayerName | str) -> str:
+    return re.sub(r"layers\.\d+\.mlp\.experts$", "layers.0.mlp.experts", reference._resolve_layer_name(layer_name))

@@ -67,7 +67,7 @@ def test_impl_without_api_library():
         load_implementation("json")
     message = str(error.value)
     assert "module 'json' is not a usable layer-name implementation" in message
-    assert "missing attribute 'LayerName'" in message and "It must provide LayerName" in message
+    assert "missing attribute 'LayerName'" in message and "The contract: LayerName" in message
 
 
 @pytest.mark.parametrize(

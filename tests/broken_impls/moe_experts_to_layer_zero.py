@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 
 from pytest_layername.core import reference
-from pytest_layername.core.reference import LayerName, _encode_layer_name  # noqa: F401 (the implementation's API)
+from pytest_layername.core.reference import LayerName
 
 _USE_LAYERNAME = reference._USE_LAYERNAME
+
+
+def _encode_layer_name(name: str) -> LayerName | str:
+    return LayerName(name) if _USE_LAYERNAME else name
 
 
 def _resolve_layer_name(layer_name: LayerName | str) -> str:

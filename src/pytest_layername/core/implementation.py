@@ -106,6 +106,15 @@ class Implementation:
                 f"{self.module_name} has no mode switch ({SWITCH_ATTRIBUTE}) and its _encode_layer_name gives "
                 f"{native} mode: {mode} mode is not exercised",
             )
+        if self.switch is not None:
+            with self._switched(mode):
+                produced = self.native_mode()
+            if produced != mode:
+                return ModeProblem(
+                    "not_exercised",
+                    f"with {self.switch} = {mode == 'opaque'} its _encode_layer_name still gives {produced} mode "
+                    f"(the encoder does not read the switch): {mode} mode is not exercised",
+                )
         return None
 
     def opaque_unavailable_reason(self) -> str | None:
@@ -132,10 +141,16 @@ class Implementation:
         if self.switch is None:
             yield mode
             return
+        with self._switched(mode):
+            yield mode
+
+    @contextlib.contextmanager
+    def _switched(self, mode: Mode) -> Iterator[None]:
+        """Set the module's switch for ``mode`` inside the block (the implementation must have one)."""
         before = getattr(self.module, SWITCH_ATTRIBUTE)
         setattr(self.module, SWITCH_ATTRIBUTE, mode == "opaque")
         try:
-            yield mode
+            yield
         finally:
             setattr(self.module, SWITCH_ATTRIBUTE, before)
 
@@ -176,7 +191,7 @@ def validate_module(module: ModuleType, hoisted_at_import: bool | None = None) -
         raise ImplementationError(
             f"module {module.__name__!r} is not a usable layer-name implementation: "
             + "; ".join(problems)
-            + f". It must provide {', '.join(REQUIRED_ATTRIBUTES)}."
+            + f". The contract: {', '.join(REQUIRED_ATTRIBUTES)}, optionally a bool {SWITCH_ATTRIBUTE}."
         )
     return Implementation(
         module.__name__, layer_name, module._encode_layer_name, module._resolve_layer_name, module, hoisted_at_import

@@ -99,9 +99,11 @@ def layername_run(config: pytest.Config) -> LayerNameRun:
     """This process's run, resolved (torch and the implementation imported) on first use."""
     run = config.stash.get(RUN_KEY, None)
     if run is None:
+        from .captured_logs import TraceRecordsOutOfCapture
         from .run import start_run
 
         run = config.stash[RUN_KEY] = start_run(config)
+        config.pluginmanager.register(TraceRecordsOutOfCapture(), "layername-captured-logs")
     return run
 
 

@@ -1,0 +1,118 @@
+"""Graph breaks as torch reports them: the reason and the user source line of each.
+
+Reasons come from Dynamo's ``counters["graph_break"]`` (reason -> count); where each break happened
+comes from Dynamo's ``graph_breaks`` log (what ``TORCH_LOGS=graph_breaks`` prints), which a
+:class:`GraphBreakLog` enables and collects while a compile session runs, without printing anything
+(unless the user asked for that log, which then prints as it would anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import torch._dynamo.utils as dynamo_utils
+import torch._logging
+
+#: the modules whose ``graph_breaks`` artifact logger Dynamo writes to
+LOGGING_MODULES = ("torch._dynamo.symbolic_convert", "torch._dynamo.convert_frame")
+_AT = re.compile(r"in user code at (?P<location>.+:\d+)$")
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in .+\n(?P<code>[^\n]*)', re.MULTILINE)
+_PREAMBLE = "Encountered graph break when attempting to trace"
+
+
+@dataclass(frozen=True)
+class GraphBreak:
+    """Graph breaks with one reason at one user source location (``None`` where torch's log did not say)."""
+
+    reason: str  # torch's text: the graph-break type, then its explanation, hints and link
+    location: str | None  # "file:line" of the user code
+    user_code: str | None  # that line's source
+    count: int
+
+    @property
+    def headline(self) -> str:
+        return self.reason.strip().splitlines()[0].strip()
+
+    def as_dict(self) -> dict[str, object]:
+        return {"reason": self.headline, "location": self.location, "count": self.count}
+
+
+def _reason(text: str) -> str:
+    """The reason without Dynamo's "Encountered graph break when attempting to trace ..." preamble."""
+    text = text.strip()
+    if text.startswith(_PREAMBLE) and "\n\n" in text:
+        text = text.split("\n\n", 1)[1]
+    return text.strip()
+
+
+def parse_record(record: logging.LogRecord) -> tuple[str, str | None, str | None]:
+    """(reason, location, user code) from one of Dynamo's graph-break log records."""
+    message = record.getMessage()
+    first, _, rest = message.partition("\n")
+    frames = list(_FRAME.finditer(message))
+    code = frames[-1]["code"].strip() if frames else None
+    if at := _AT.search(first):
+        reason = rest.split("Graph Break Reason:", 1)[-1].split("\nUser code traceback:", 1)[0]
+        reason = reason.split("\nStack variable source attribution:", 1)[0]
+        return _reason(reason), at["location"], code
+    # "torch.compile will skip tracing the frame ...": the reason is the exception, the place its last user frame
+    error = record.exc_info[1] if record.exc_info else None
+    location = f"{frames[-1]['file']}:{frames[-1]['line']}" if frames else None
+    return _reason(str(error) if error is not None else first), location, code
+
+
+class GraphBreakLog(logging.Filter):
+    """Collects Dynamo's graph-break log records between :meth:`attach` and :meth:`detach`.
+
+    A filter on Dynamo's graph-break loggers, not a handler: it sees every record first and stops the
+    ones logged only because it enabled the logger, so they reach no handler (torch's stderr, pytest's
+    captured logs). Where the user enabled the log (``TORCH_LOGS=graph_breaks``) the records go on as usual.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, str | None, str | None]] = []
+        self._restore: list[tuple[logging.Logger, int]] = []
+        self._users: set[str] = set()  # loggers the user enabled: their records go on to the user's handlers
+        self._reasons_before: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(parse_record(record))
+        return record.name in self._users
+
+    def attach(self) -> None:
+        self._reasons_before = Counter(dynamo_utils.counters["graph_break"])
+        for module in LOGGING_MODULES:
+            logger = torch._logging.getArtifactLogger(module, "graph_breaks")
+            self._restore.append((logger, logger.level))
+            if logger.isEnabledFor(logging.DEBUG):
+                self._users.add(logger.name)
+            logger.setLevel(logging.DEBUG)
+            logger.addFilter(self)
+
+    def detach(self) -> None:
+        for logger, level in self._restore:
+            logger.removeFilter(self)
+            logger.setLevel(level)
+        self._restore.clear()
+        self._users.clear()
+
+    def graph_breaks(self) -> list[GraphBreak]:
+        """Every graph break since :meth:`attach`, by reason and location, in the order torch hit them."""
+        counted = Counter(dynamo_utils.counters["graph_break"]) - self._reasons_before
+        places = Counter((reason, location) for reason, location, _ in self.records)
+        code_at: dict[tuple[str, str | None], str] = {}
+        for reason, location, code in self.records:  # a repeated break is logged without its user stack
+            if code:
+                code_at.setdefault((reason, location), code)
+        found = [GraphBreak(*place, code_at.get(place), count) for place, count in places.items()]
+        logged = [b.reason for b in found]
+        found += [
+            GraphBreak(reason, None, None, count)
+            for reason, count in counted.items()
+            if not any(reason.strip() in text or text in reason for text in logged)
+        ]
+        return found

@@ -38,6 +38,8 @@ TORCH_FREE = [
     "pytest_layername.core.names",
     "pytest_layername.plugin",
     "pytest_layername.plugin.properties",
+    "pytest_layername.plugin.captured_logs",
+    "pytest_layername.plugin.trace",
     "pytest_layername.plugin.reporting",
     *(f"pytest_layername.release.{p.stem}" for p in sorted((PACKAGE / "release").glob("*.py"))),
 ]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, REQUESTABLE
+from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, ENV_TRACE, REQUESTABLE
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
 if TYPE_CHECKING:
@@ -80,18 +80,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
         "hoisted on a torch that supports hoisting",
     )
+    group.addoption(
+        "--layername-trace",
+        default=None,
+        metavar="DIR",
+        help=f"write torch's structured trace of each test to DIR, one file per test, for tlparse (default: ini "
+        f"layername_trace, env {ENV_TRACE})",
+    )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
     parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
+    parser.addini("layername_trace", "directory for a torch trace of each test (for tlparse)", default="")
 
 
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
-    options = ("layername_mode", "layername_impl", "layername_report", "layername_device", "layername_allow_unhoisted")
+    ini = ("layername_mode", "layername_impl", "layername_device", "layername_trace")
+    options = (*ini, "layername_report", "layername_allow_unhoisted")
     return (
         any(config.getoption(name) for name in options)
-        or any(config.getini(name) for name in ("layername_mode", "layername_impl", "layername_device"))
-        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE))
+        or any(config.getini(name) for name in ini)
+        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE, ENV_TRACE))
     )
 
 
@@ -116,6 +125,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _asked_for(config):
         return
     run = layername_run(config)  # options given: usage errors surface now, not mid-collection
+    from .trace import TestTraces, trace_directory
+
+    if directory := trace_directory(config):
+        config.pluginmanager.register(TestTraces(directory), "layername-trace")
     report_path = config.getoption("layername_report")
     if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
         from .reporting import ReportCollector, XdistCrashes
@@ -270,10 +283,11 @@ def compile_counter(request: pytest.FixtureRequest, layername_inductor_cache: st
     from ..compile.session import compile_session
     from ..compile.stats import CompileStats
     from .counters import CompileCounter
+    from .trace import trace_footer
 
     with compile_session() as session:
         try:
-            yield CompileCounter(session, _mode_of(request))
+            yield CompileCounter(session, _mode_of(request), footer=trace_footer(request.node))
         finally:
             request.node.user_properties.extend(stats_properties(session.stats.as_dict(), CompileStats.COUNT_FIELDS))
 

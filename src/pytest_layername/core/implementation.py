@@ -52,6 +52,9 @@ class Implementation:
     resolve_layer_name: Callable[[Any], str]
     module: ModuleType | None = None  # the module holding the switch; None: no switch
 
+    def __repr__(self) -> str:  # short: pytest shows it with every failing test that uses the fixture
+        return f"Implementation({self.module_name!r})"
+
     @property
     def namespace(self) -> str:
         """The ``torch.library`` namespace the harness's ops use for this implementation."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
 
+from pytest_layername.compile.expectations import CountMismatch, expect_counts
+from pytest_layername.compile.graph_breaks import LOGGING_MODULES
+from pytest_layername.compile.session import compile_session
 from pytest_layername.release.report import load_report
 
 LOGGING_TEST = """
@@ -263,3 +270,51 @@ def test_trace_per_test_is_named_in_the_message_junit_and_report(
         used |= {f["filename"] for r in records for v in r.values() if isinstance(v, dict) for f in v.get("stack", [])}
         assert used and used <= defined, (path.name, sorted(used - defined))
         assert any("dynamo_start" in r for r in records)
+
+
+# -- the graph-break log, read without printing ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _user_context():
+    yield
+
+
+def _skipped(x: torch.Tensor) -> torch.Tensor:
+    with _user_context():  # Dynamo cannot resume inside a user context manager: it skips the frame
+        x = x + 1
+        torch._dynamo.graph_break()
+    return x * 2
+
+
+def test_a_skipped_frame_is_explained_from_the_log_alone(capfd: pytest.CaptureFixture[str]) -> None:
+    """Torch counts no ``graph_break`` for a frame it skips; its graph-break log still says where and why."""
+    with compile_session() as session:
+        torch.compile(_skipped, backend=session.backend("eager"))(torch.ones(3))
+        stats = session.stats
+    with pytest.raises(CountMismatch) as caught:
+        expect_counts(stats, graphs=1)
+    line = inspect.getsourcelines(_skipped)[1] + 3  # the graph_break() call
+    message = str(caught.value).splitlines()
+    assert message[0] == "compile counts differ from expectation: graphs expected 1, got 0"
+    assert message[1].startswith(f"why: graph break at tests/test_failure_messages.py:{line}: Failed to handle")
+    assert "Graph break encountered: Call to `torch._dynamo.graph_break()`" in message[1]
+    assert "  > torch._dynamo.graph_break()" in "\n".join(message)
+    assert "Graph break under GenericContextWrappingVariable" in "\n".join(message)
+    assert "Graph break" not in capfd.readouterr().err  # collected, not printed
+
+
+def test_graph_break_log_leaves_torchs_loggers_as_it_found_them(caplog: pytest.LogCaptureFixture) -> None:
+    """Off: enabled for the session only and restored. Asked for by the user: their records still arrive."""
+    loggers = [torch._logging.getArtifactLogger(m, "graph_breaks") for m in LOGGING_MODULES]
+    before = [(logger.level, logger.propagate, list(logger.filters)) for logger in loggers]
+    with compile_session() as session:
+        torch.compile(_skipped, backend=session.backend("eager"))(torch.ones(3))
+        assert session.stats.graph_breaks
+    assert [(logger.level, logger.propagate, list(logger.filters)) for logger in loggers] == before
+    assert not [r for r in caplog.records if "graph_breaks" in r.name]  # nothing reached pytest's capture
+    user_asks = caplog.at_level(logging.DEBUG, logger=loggers[0].name)  # as TORCH_LOGS=graph_breaks does
+    with user_asks, compile_session() as session:
+        torch.compile(_skipped, backend=session.backend("eager"))(torch.ones(3))
+        assert session.stats.graph_breaks
+    assert [r for r in caplog.records if "graph_breaks" in r.name and "Graph break" in r.getMessage()]

@@ -73,9 +73,7 @@ def _graph_break_lines(graph_break: GraphBreak) -> list[str]:
     lines = [f"{where} ({graph_break.count}x): {graph_break.headline}"]
     if graph_break.user_code:
         lines.append(f"  > {graph_break.user_code}")
-    body = graph_break.reason.strip().splitlines()[1:]
-    lines += [f"  {line.strip()}" for line in body if line.strip().startswith(("Explanation:", "Hint:", "For more"))]
-    return lines
+    return [*lines, *(f"  {line}" for line in graph_break.details)]
 
 
 def _recompile_lines(recompile: Recompile) -> list[str]:

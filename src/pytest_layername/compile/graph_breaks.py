@@ -34,7 +34,21 @@ class GraphBreak:
 
     @property
     def headline(self) -> str:
-        return self.reason.strip().splitlines()[0].strip()
+        """The reason's first line (with the next one where it ends in a colon, as a skipped frame's does)."""
+        return " ".join(self._lines()[: self._headline_lines()])
+
+    @property
+    def details(self) -> list[str]:
+        """The rest of the reason: explanations, hints, the link; without Dynamo's developer context."""
+        rest = self._lines()[self._headline_lines() :]
+        return [line for line in rest if not line.startswith("Developer debug context:")]
+
+    def _lines(self) -> list[str]:
+        return [line.strip() for line in self.reason.splitlines() if line.strip()]
+
+    def _headline_lines(self) -> int:
+        lines = self._lines()
+        return 2 if len(lines) > 1 and lines[0].endswith(":") else 1
 
     def as_dict(self) -> dict[str, object]:
         return {"reason": self.headline, "location": self.location, "count": self.count}

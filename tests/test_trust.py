@@ -68,7 +68,8 @@ def test_unhoisted_value_type_is_never_a_false_green(compiler: str) -> None:
     assert "unique only because of baked opaque-object constant(s)" in message, message
     assert "layer_name=LayerName('model.layers.1.self_attn')" in message, message
     # the first piece compiled again (under inductor: torch's FX-graph-cache miss) against the one it resembles
-    assert "piece submod_4 got an artifact of its own; against submod_2, which it resembles:" in message, message
+    cache = " (FX-graph cache miss)" if compiler == "inductor" else ""  # torch's verdict on the piece
+    assert f"piece submod_4 got an artifact of its own{cache}; against submod_2, which" in message, message
     assert (
         "argument layer_name: LayerName('model.layers.1.self_attn')  ->  LayerName('model.layers.2.self_attn')"
         in message

@@ -91,7 +91,8 @@ def _causes(stats: CompileStats, disagreements: list[str], unique_explained: lis
         causes.append(f"graph break{where}: {first.headline}{more}")
     if recompiles := stats.recompile_frames:
         more = f" (and {len(recompiles) - 1} more)" if len(recompiles) > 1 else ""
-        causes.append(f"recompile of {recompiles[0].function}: {recompiles[0].reason.splitlines()[0]}{more}")
+        guard = " ".join(recompiles[0].reason.splitlines()[0].split())  # torch pads the guard to a column
+        causes.append(f"recompile of {recompiles[0].function}: {guard}{more}")
     if unique_explained:
         first = stats.unique_because_of_constants()[0]
         causes.append(
@@ -108,7 +109,8 @@ def _piece_diff(stats: CompileStats) -> list[str]:
         return []
     before, after = pair
     difference = first_difference(before.nodes, after.nodes)
-    title = f"piece {after.name} got an artifact of its own; against {before.name}, which it resembles:"
+    cache = f" (FX-graph cache {after.fx_graph_cache})" if after.fx_graph_cache else ""
+    title = f"piece {after.name} got an artifact of its own{cache}; against {before.name}, which it resembles:"
     if difference is None:
         return [title, "  the two render alike: what made torch compile it again is not in the structural hash"]
     return [title, f"  first difference: {difference}", *(f"  {line}" for line in unified_diff(before, after))]

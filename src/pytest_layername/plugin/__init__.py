@@ -3,8 +3,10 @@
 Loading it imports only pytest, the standard library and torch-free modules, and touches no environment
 variable. Torch, the implementation and the run's resolution (:mod:`.run`) load the first time a layer-name
 option is given (command line, ini or ``LAYERNAME_*`` environment) or a test uses a layer-name fixture or
-marker; the inductor cache is isolated by the fixtures that compile. Per-test results travel as
-``user_properties`` (:mod:`.properties`); the JSON report (:mod:`.reporting`) is written by the controller only.
+marker; the inductor cache is isolated by the fixtures that compile, and torch's trace records are kept out
+of captured logs (:mod:`.captured_logs`). Per-test results travel as ``user_properties`` (:mod:`.properties`);
+the JSON report (:mod:`.reporting`) is written by the controller only; ``--layername-trace`` writes a torch
+trace per test (:mod:`.trace`).
 
 Imports :mod:`..core.names` and :mod:`.properties` at load; everything else in the package lazily.
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.

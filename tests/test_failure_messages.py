@@ -318,3 +318,13 @@ def test_graph_break_log_leaves_torchs_loggers_as_it_found_them(caplog: pytest.L
         torch.compile(_skipped, backend=session.backend("eager"))(torch.ones(3))
         assert session.stats.graph_breaks
     assert [r for r in caplog.records if "graph_breaks" in r.name and "Graph break" in r.getMessage()]
+
+
+def test_nested_sessions_both_see_a_graph_break() -> None:
+    """A session inside another (a check that compiles inside a counted test): both hear torch's log."""
+    with compile_session() as outer:
+        with compile_session() as inner:
+            torch.compile(_skipped, backend=inner.backend("eager"))(torch.ones(3))
+            inner_breaks = inner.stats.graph_breaks
+        outer_breaks = outer.stats.graph_breaks
+    assert inner_breaks and outer_breaks == inner_breaks

@@ -62,7 +62,10 @@ def _reason(text: str) -> str:
     return text.strip()
 
 
-def parse_record(record: logging.LogRecord) -> tuple[str, str | None, str | None]:
+Parsed = tuple[str, str | None, str | None]  # (reason, location, user code)
+
+
+def parse_record(record: logging.LogRecord) -> Parsed:
     """(reason, location, user code) from one of Dynamo's graph-break log records."""
     message = record.getMessage()
     first, _, rest = message.partition("\n")
@@ -78,41 +81,68 @@ def parse_record(record: logging.LogRecord) -> tuple[str, str | None, str | None
     return _reason(str(error) if error is not None else first), location, code
 
 
-class GraphBreakLog(logging.Filter):
-    """Collects Dynamo's graph-break log records between :meth:`attach` and :meth:`detach`.
+class _Tap(logging.Filter):
+    """The one filter on Dynamo's graph-break loggers while any :class:`GraphBreakLog` listens.
 
-    A filter on Dynamo's graph-break loggers, not a handler: it sees every record first and stops the
-    ones logged only because it enabled the logger, so they reach no handler (torch's stderr, pytest's
-    captured logs). Where the user enabled the log (``TORCH_LOGS=graph_breaks``) the records go on as usual.
+    A filter, not a handler: it sees each record first, hands it to every listening log (sessions may
+    nest) and stops the records logged only because it enabled the loggers, so they reach no handler
+    (torch's stderr, pytest's captured logs). Where the user enabled the log (``TORCH_LOGS=graph_breaks``)
+    the records go on as usual.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: list[tuple[str, str | None, str | None]] = []
+        self.listeners: list[GraphBreakLog] = []
         self._restore: list[tuple[logging.Logger, int]] = []
         self._users: set[str] = set()  # loggers the user enabled: their records go on to the user's handlers
-        self._reasons_before: Counter[str] = Counter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self.records.append(parse_record(record))
+        try:
+            parsed = parse_record(record)
+        except Exception:  # a record torch words otherwise: keep it whole, never break the compile that logged it
+            parsed = (str(record.msg), None, None)
+        for listener in self.listeners:
+            listener.records.append(parsed)
         return record.name in self._users
+
+    def listen(self, listener: GraphBreakLog) -> None:
+        if not self.listeners:
+            for module in LOGGING_MODULES:
+                logger = torch._logging.getArtifactLogger(module, "graph_breaks")
+                self._restore.append((logger, logger.level))
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._users.add(logger.name)
+                logger.setLevel(logging.DEBUG)
+                logger.addFilter(self)
+        self.listeners.append(listener)
+
+    def stop_listening(self, listener: GraphBreakLog) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        if not self.listeners:
+            for logger, level in self._restore:
+                logger.removeFilter(self)
+                logger.setLevel(level)
+            self._restore.clear()
+            self._users.clear()
+
+
+_TAP = _Tap()
+
+
+class GraphBreakLog:
+    """Dynamo's graph-break log records and graph-break counters between :meth:`attach` and :meth:`detach`."""
+
+    def __init__(self) -> None:
+        self.records: list[Parsed] = []
+        self._reasons_before: Counter[str] = Counter()
 
     def attach(self) -> None:
         self._reasons_before = Counter(dynamo_utils.counters["graph_break"])
-        for module in LOGGING_MODULES:
-            logger = torch._logging.getArtifactLogger(module, "graph_breaks")
-            self._restore.append((logger, logger.level))
-            if logger.isEnabledFor(logging.DEBUG):
-                self._users.add(logger.name)
-            logger.setLevel(logging.DEBUG)
-            logger.addFilter(self)
+        _TAP.listen(self)
 
     def detach(self) -> None:
-        for logger, level in self._restore:
-            logger.removeFilter(self)
-            logger.setLevel(level)
-        self._restore.clear()
-        self._users.clear()
+        _TAP.stop_listening(self)
 
     def graph_breaks(self) -> list[GraphBreak]:
         """Every graph break since :meth:`attach`, by reason and location, in the order torch hit them."""

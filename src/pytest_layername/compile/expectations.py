@@ -91,7 +91,8 @@ def _causes(stats: CompileStats, disagreements: list[str], unique_explained: lis
         causes.append(f"graph break{where}: {first.headline}{more}")
     if recompiles := stats.recompile_frames:
         more = f" (and {len(recompiles) - 1} more)" if len(recompiles) > 1 else ""
-        guard = " ".join(recompiles[0].reason.splitlines()[0].split())  # torch pads the guard to a column
+        # torch pads the guard to a column and appends "  # <source line>  # <shortened path>": the details show both
+        guard = recompiles[0].reason.splitlines()[0].partition("  # ")[0].rstrip()
         causes.append(f"recompile of {recompiles[0].function}: {guard}{more}")
     if unique_explained:
         first = stats.unique_because_of_constants()[0]

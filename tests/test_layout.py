@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -37,6 +38,8 @@ TORCH_FREE = [
     "pytest_layername.core.names",
     "pytest_layername.plugin",
     "pytest_layername.plugin.properties",
+    "pytest_layername.plugin.captured_logs",
+    "pytest_layername.plugin.trace",
     "pytest_layername.plugin.reporting",
     *(f"pytest_layername.release.{p.stem}" for p in sorted((PACKAGE / "release").glob("*.py"))),
 ]
@@ -164,6 +167,17 @@ def test_gate_and_matrix_commands_run_without_torch(tmp_path):
     assert "ImportError" not in done.stderr and "FAIL" in done.stdout + done.stderr
     done = run_without_torch(cli, "matrix", "--matrix", "matrix.toml", "--github")
     assert done.returncode == 0 and '"include"' in done.stdout, done.stderr
+
+
+def test_version_and_help_without_torch_or_markup():
+    """``layername --version`` prints the installed distribution's version; help shows plain text, not reST."""
+    cli = "import sys; from pytest_layername.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = run_without_torch(cli, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"layername {importlib.metadata.version('pytest-layername')}"
+    done = run_without_torch(cli, "--help")
+    assert done.returncode == 0 and "usage: layername" in done.stdout, done.stderr
+    assert "``" not in done.stdout and ":class:" not in done.stdout
 
 
 def test_noxfile_loads_without_torch():

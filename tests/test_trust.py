@@ -68,6 +68,13 @@ def test_unhoisted_value_type_is_never_a_false_green(compiler: str) -> None:
     message = str(caught.value)
     assert "unique only because of baked opaque-object constant(s)" in message, message
     assert "layer_name=LayerName('model.layers.1.self_attn')" in message, message
+    # the first piece compiled again (under inductor: torch's FX-graph-cache miss) against the one it resembles
+    cache = " (FX-graph cache miss)" if compiler == "inductor" else ""  # torch's verdict on the piece
+    assert f"piece submod_4 got an artifact of its own{cache}; against submod_2, which" in message, message
+    assert (
+        "argument layer_name: LayerName('model.layers.1.self_attn')  ->  LayerName('model.layers.2.self_attn')"
+        in message
+    ), message
 
 
 def _type_only_opaque(value: object) -> str:
@@ -98,8 +105,9 @@ def test_control_type_only_hash_is_caught_by_torch_under_inductor(monkeypatch: p
     torch.testing.assert_close(actual, expected)  # torch's cache keyed the constants by value: outputs right
     assert stats.unique_pieces == 3 and stats.fx_graph_cache_misses >= LAYERS
     assert stats.hash_disagreements >= LAYERS - 2, stats.counts()
-    with pytest.raises(CountMismatch, match="the hash matches an earlier piece but torch compiled it anew"):
+    with pytest.raises(CountMismatch, match="the hash matches an earlier piece but torch compiled it anew") as caught:
         expect_counts(stats, unique_pieces=3)
+    assert "the two render alike: what made torch compile it again is not in the structural hash" in str(caught.value)
     expect_counts(stats, allow_hash_disagreements=True, unique_pieces=3)  # the opt-out is explicit
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
+
+DESCRIPTION = "pytest-layername: layer-name compile testing, the compatibility matrix and its gate."
 
 #: subcommand -> (module that adds its arguments and ``func``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its arguments (and imports its module)."""
-    parser = argparse.ArgumentParser(prog="layername", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="layername", description=DESCRIPTION)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('pytest-layername')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((word for word in argv if not word.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():

@@ -1,6 +1,8 @@
 """What compiling costs, as torch reports it.
 
 Owns the piecewise backend (:mod:`.backend`), structural graph hashing (:mod:`.graph_hash`), compile
-statistics (:mod:`.stats`), sessions that read them from torch (:mod:`.session`), count expectations and
-measurement of the reference models (:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
+statistics (:mod:`.stats`), Dynamo's graph breaks (:mod:`.graph_breaks`), sessions that read them from
+torch (:mod:`.session`), count expectations and why they failed (:mod:`.expectations`, :mod:`.piece_diff`),
+torch's structured trace of a block of code (:mod:`.trace_file`) and measurement of the reference models
+(:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
 """

@@ -177,6 +177,7 @@ class PiecewiseBackend:
                 compile_seconds=seconds,
                 fx_graph_cache=fx_cache,
                 aot_autograd_cache=aot_cache,
+                nodes=signature.nodes,
             ),
             inner_compiler_ran=self.compiler == "inductor" or compiled,
         )

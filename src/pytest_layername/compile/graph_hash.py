@@ -136,27 +136,50 @@ class _Renderer:
             return f"opaque:{type(value).__qualname__}:<masked>" if self.mask else describe_constant(value)
         return describe_constant(value)
 
-    def node(self, node: fx.Node, example: Any) -> str:
+    def shown(self, value: Any, rendered: str) -> str:
+        """How a message shows an argument: strings by ``repr``, opaque objects as torch prints them."""
+        if isinstance(value, str):
+            return repr(value)
+        return opaque_source(value) if is_opaque_constant(value) else rendered
+
+    def node(self, node: fx.Node, example: Any) -> RenderedNode:
         self.index[node] = len(self.index)
         if node.op == "placeholder":
-            return f"placeholder {describe_value(example)}"
+            return RenderedNode(f"placeholder {describe_value(example)}", "placeholder", ())
         op = target_name(node.target)
         names = _argument_names(node.target)
-        args = [self.arg(a, op, names[i] if i < len(names) else f"arg{i}") for i, a in enumerate(node.args)]
-        kwargs = [f"{k}={self.arg(v, op, k)}" for k, v in node.kwargs.items()]
-        return f"{node.op} {op if node.op != 'output' else ''}({', '.join(args + kwargs)})"
+        named = [(names[i] if i < len(names) else f"arg{i}", a) for i, a in enumerate(node.args)]
+        rendered = [(name, self.arg(a, op, name), a) for name, a in [*named, *node.kwargs.items()]]
+        args = [text for _, text, _ in rendered[: len(named)]] + [f"{k}={t}" for k, t, _ in rendered[len(named) :]]
+        target = op if node.op != "output" else "output"
+        return RenderedNode(
+            f"{node.op} {op if node.op != 'output' else ''}({', '.join(args)})",
+            target,
+            tuple((name, text, self.shown(value, text)) for name, text, value in rendered),
+        )
 
 
-def _render(gm: fx.GraphModule, example_inputs: Sequence[Any], mask: bool) -> tuple[str, list[BakedConstant]]:
+@dataclass(frozen=True)
+class RenderedNode:
+    """One node of a piece as the hash sees it (node names replaced by positions ``%i``)."""
+
+    text: str
+    target: str  # the op (``ns::name``), or "placeholder" / "output"
+    arguments: tuple[tuple[str, str, str], ...]  # (name, as hashed, as shown to a reader)
+
+
+def _render(
+    gm: fx.GraphModule, example_inputs: Sequence[Any], mask: bool
+) -> tuple[str, list[BakedConstant], tuple[RenderedNode, ...]]:
     renderer = _Renderer(mask)
     examples = iter(example_inputs)
-    lines = []
+    nodes = []
     for node in gm.graph.nodes:
         example = next(examples, None) if node.op == "placeholder" else None
         if example is None and node.op == "placeholder":
             example = node.meta.get("example_value", node.meta.get("val"))
-        lines.append(renderer.node(node, example))
-    return "\n".join(lines), renderer.baked
+        nodes.append(renderer.node(node, example))
+    return "\n".join(n.text for n in nodes), renderer.baked, tuple(nodes)
 
 
 @dataclass(frozen=True)
@@ -166,16 +189,18 @@ class GraphSignature:
     digest: str
     masked_digest: str  # the same with every string and opaque constant masked
     baked: tuple[BakedConstant, ...]
+    nodes: tuple[RenderedNode, ...] = ()  # what the digest was computed from, node by node
 
 
 def graph_signature(gm: fx.GraphModule, example_inputs: Sequence[Any] = ()) -> GraphSignature:
     """Hash ``gm`` structurally; ``example_inputs`` describe its placeholders when given."""
-    text, baked = _render(gm, example_inputs, mask=False)
-    masked, _ = _render(gm, example_inputs, mask=True)
+    text, baked, nodes = _render(gm, example_inputs, mask=False)
+    masked, _, _ = _render(gm, example_inputs, mask=True)
     return GraphSignature(
         hashlib.sha256(text.encode()).hexdigest()[:16],
         hashlib.sha256(masked.encode()).hexdigest()[:16],
         tuple(baked),
+        nodes,
     )
 
 

@@ -9,7 +9,8 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 
 from .backend import PiecewiseBackend
-from .stats import COUNTER_FIELDS, CompileStats, PieceLog
+from .graph_breaks import GraphBreakLog
+from .stats import COUNTER_FIELDS, CompileStats, PieceLog, Recompile
 
 
 def _counter_values() -> dict[str, int]:
@@ -21,11 +22,13 @@ class CompileSession:
     """Collects :class:`~.stats.CompileStats` for everything compiled between ``start()`` and now.
 
     Starting resets Dynamo, so frames compiled before do not count and guards from earlier tests do
-    not turn compiles into cache hits. Backends built with :meth:`backend` record their pieces here.
+    not turn compiles into cache hits. Backends built with :meth:`backend` record their pieces here; Dynamo's
+    graph-break log is collected until ``stop()``.
     """
 
     def __init__(self) -> None:
         self.pieces = PieceLog()
+        self.graph_break_log = GraphBreakLog()
         self._baseline: dict[str, int] = {}
         self._metrics_limit_before: int | None = None
 
@@ -35,8 +38,10 @@ class CompileSession:
         self._metrics_limit_before = dynamo_utils._compilation_metrics.maxlen
         dynamo_utils.set_compilation_metrics_limit(1_000_000)
         self._baseline = _counter_values()
+        self.graph_break_log.attach()
 
     def stop(self) -> None:
+        self.graph_break_log.detach()
         if self._metrics_limit_before is not None:
             dynamo_utils.set_compilation_metrics_limit(self._metrics_limit_before)
             self._metrics_limit_before = None
@@ -51,13 +56,18 @@ class CompileSession:
         now = _counter_values()
         deltas = {name: now[name] - self._baseline.get(name, 0) for name in COUNTER_FIELDS}
         frames = [m for m in dynamo_utils.get_compilation_metrics() if not m.is_runtime and m.is_forward is not False]
-        reasons = [m.recompile_reason for m in frames if m.recompile_reason]
         recompiles = [m for m in frames if (m.cache_size or 0) > 0 or m.recompile_reason]
+        recompile_frames = [
+            Recompile(str(m.compile_id), m.co_name or "?", f"{m.co_filename}:{m.co_firstlineno}", reason.strip())
+            for m in frames
+            if (reason := m.recompile_reason)
+        ]
         pieces = self.pieces.pieces
         return CompileStats(
             dynamo_frames=len(frames),
             recompiles=len(recompiles),
-            recompile_reasons=[r.strip() for r in reasons],
+            recompile_frames=recompile_frames,
+            graph_breaks=self.graph_break_log.graph_breaks(),
             pieces=len(pieces),
             unique_pieces=len({p.digest for p in pieces}),
             backend_compilations=self.pieces.backend_compilations,

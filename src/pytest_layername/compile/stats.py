@@ -1,6 +1,7 @@
 """Compile statistics read from what torch did: Dynamo frames and recompiles, pieces, compiles, caches.
 
-Sources: Dynamo's ``CompilationMetrics`` (frames, recompiles and their reasons) and ``counters``
+Sources: Dynamo's ``CompilationMetrics`` (frames, recompiles and their guard failures), its graph-break
+counters and log (:mod:`.graph_breaks`) and ``counters``
 (``stats.unique_graphs``; ``inductor.fxgraph_cache_{hit,miss,bypass}``; ``aot_autograd.autograd_cache_{hit,
 miss,bypass}``), as deltas over the session. ``inductor_compiles`` is FX-graph-cache misses plus bypasses.
 Per piece, the backend records the cache outcome torch reported for that piece's ``compile_fx`` call and
@@ -16,7 +17,8 @@ from typing import Any, ClassVar
 
 import torch._dynamo.utils as dynamo_utils
 
-from .graph_hash import BakedConstant
+from .graph_breaks import GraphBreak
+from .graph_hash import BakedConstant, RenderedNode
 
 COUNTER_FIELDS = {
     # CompileStats field: (torch counter group, counter name)
@@ -84,6 +86,7 @@ class PieceRecord:
     compile_seconds: float = 0.0
     fx_graph_cache: CacheOutcome | None = None  # inductor only: what torch's caches reported for this piece
     aot_autograd_cache: CacheOutcome | None = None
+    nodes: tuple[RenderedNode, ...] = field(default=(), repr=False)  # as hashed, for diffs (not in reports)
 
     @property
     def disagreement(self) -> str | None:
@@ -101,10 +104,20 @@ class PieceRecord:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("baked", "nodes")}
         data["baked"] = [str(b) for b in self.baked]
         data["disagreement"] = self.disagreement
         return data
+
+
+@dataclass(frozen=True)
+class Recompile:
+    """A frame Dynamo compiled again, and torch's full guard failure that made it."""
+
+    compile_id: str  # Dynamo's "frame/compile", e.g. "0/1"
+    function: str
+    location: str  # "file:line" where the function starts
+    reason: str
 
 
 @dataclass
@@ -113,7 +126,8 @@ class CompileStats:
 
     dynamo_frames: int = 0
     recompiles: int = 0
-    recompile_reasons: list[str] = field(default_factory=list)
+    recompile_frames: list[Recompile] = field(default_factory=list)
+    graph_breaks: list[GraphBreak] = field(default_factory=list)
     graphs: int = 0
     pieces: int = 0
     unique_pieces: int = 0
@@ -149,6 +163,11 @@ class CompileStats:
     def counts(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.COUNT_FIELDS}
 
+    @property
+    def recompile_reasons(self) -> list[str]:
+        """Torch's guard failure of every recompile, in full."""
+        return [r.reason for r in self.recompile_frames]
+
     def unique_because_of_constants(self) -> list[PieceRecord]:
         """Hash-new pieces that would have matched another piece but for a baked string or opaque constant."""
         new = [p for p in self.piece_records if p.hash_new]
@@ -161,7 +180,8 @@ class CompileStats:
 
     def as_dict(self) -> dict[str, Any]:
         data = {**self.counts(), "compile_seconds": round(self.compile_seconds, 4)}
-        data["recompile_reasons"] = list(self.recompile_reasons)
+        data["recompile_reasons"] = self.recompile_reasons
+        data["graph_breaks"] = [b.as_dict() for b in self.graph_breaks]
         data["pieces_detail"] = [p.as_dict() for p in self.piece_records]
         return data
 

@@ -56,6 +56,9 @@ class Implementation:
     #: called its encoder; None when the module was imported before the harness loaded it (not observed)
     hoisted_at_import: bool | None = None
 
+    def __repr__(self) -> str:  # short: pytest shows it with every failing test that uses the fixture
+        return f"Implementation({self.module_name!r})"
+
     @property
     def namespace(self) -> str:
         """The ``torch.library`` namespace the harness's ops use for this implementation."""

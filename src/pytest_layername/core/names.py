@@ -19,3 +19,5 @@ DEVICES = ("auto", "cpu", "cuda")
 #: environment variables that choose the mode and the device when neither option nor ini does
 ENV_MODE = "LAYERNAME_MODE"
 ENV_DEVICE = "LAYERNAME_DEVICE"
+#: environment variable naming the directory for per-test torch traces when neither option nor ini does
+ENV_TRACE = "LAYERNAME_TRACE"

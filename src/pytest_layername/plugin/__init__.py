@@ -3,8 +3,10 @@
 Loading it imports only pytest, the standard library and torch-free modules, and touches no environment
 variable. Torch, the implementation and the run's resolution (:mod:`.run`) load the first time a layer-name
 option is given (command line, ini or ``LAYERNAME_*`` environment) or a test uses a layer-name fixture or
-marker; the inductor cache is isolated by the fixtures that compile. Per-test results travel as
-``user_properties`` (:mod:`.properties`); the JSON report (:mod:`.reporting`) is written by the controller only.
+marker; the inductor cache is isolated by the fixtures that compile, and torch's trace records are kept out
+of captured logs (:mod:`.captured_logs`). Per-test results travel as ``user_properties`` (:mod:`.properties`);
+the JSON report (:mod:`.reporting`) is written by the controller only; ``--layername-trace`` writes a torch
+trace per test (:mod:`.trace`).
 
 Imports :mod:`..core.names` and :mod:`.properties` at load; everything else in the package lazily.
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, REQUESTABLE
+from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, ENV_TRACE, REQUESTABLE
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
 if TYPE_CHECKING:
@@ -87,25 +89,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run even when a requested mode cannot be exercised with the implementation (recorded in the report; "
         "the gate rejects it for a cell that lists that mode)",
     )
+    group.addoption(
+        "--layername-trace",
+        default=None,
+        metavar="DIR",
+        help=f"write torch's structured trace of each test to DIR, one file per test, for tlparse (default: ini "
+        f"layername_trace, env {ENV_TRACE})",
+    )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
     parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
+    parser.addini("layername_trace", "directory for a torch trace of each test (for tlparse)", default="")
 
 
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
-    options = (
-        "layername_mode",
-        "layername_impl",
-        "layername_report",
-        "layername_device",
-        "layername_allow_unhoisted",
-        "layername_allow_not_exercised",
-    )
+    ini = ("layername_mode", "layername_impl", "layername_device", "layername_trace")
+    options = (*ini, "layername_report", "layername_allow_unhoisted", "layername_allow_not_exercised")
     return (
         any(config.getoption(name) for name in options)
-        or any(config.getini(name) for name in ("layername_mode", "layername_impl", "layername_device"))
-        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE))
+        or any(config.getini(name) for name in ini)
+        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE, ENV_TRACE))
     )
 
 
@@ -113,9 +117,11 @@ def layername_run(config: pytest.Config) -> LayerNameRun:
     """This process's run, resolved (torch and the implementation imported) on first use."""
     run = config.stash.get(RUN_KEY, None)
     if run is None:
+        from .captured_logs import TraceRecordsOutOfCapture
         from .run import start_run
 
         run = config.stash[RUN_KEY] = start_run(config)
+        config.pluginmanager.register(TraceRecordsOutOfCapture(), "layername-captured-logs")
     return run
 
 
@@ -128,6 +134,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _asked_for(config):
         return
     run = layername_run(config)  # options given: usage errors surface now, not mid-collection
+    from .trace import TestTraces, trace_directory
+
+    if directory := trace_directory(config):
+        config.pluginmanager.register(TestTraces(directory), "layername-trace")
     report_path = config.getoption("layername_report")
     if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
         from .reporting import ReportCollector, XdistCrashes
@@ -282,10 +292,11 @@ def compile_counter(request: pytest.FixtureRequest, layername_inductor_cache: st
     from ..compile.session import compile_session
     from ..compile.stats import CompileStats
     from .counters import CompileCounter
+    from .trace import trace_footer
 
     with compile_session() as session:
         try:
-            yield CompileCounter(session, _mode_of(request))
+            yield CompileCounter(session, _mode_of(request), footer=trace_footer(request.node))
         finally:
             request.node.user_properties.extend(stats_properties(session.stats.as_dict(), CompileStats.COUNT_FIELDS))
 

@@ -16,9 +16,13 @@ from ..fusion.log import FusionLog
 class CompileCounter:
     """A :class:`~pytest_layername.compile.session.CompileSession` for one test, with ``expect`` and ``compile``."""
 
-    def __init__(self, session: CompileSession, mode: str | None) -> None:
+    def __init__(self, session: CompileSession, mode: str | None, footer: str = "") -> None:
         self.session = session
         self.mode = mode  # the test's layer-name mode, None for a test not parametrized over modes
+        self.footer = footer  # ends a failed expectation's message: where the test's torch trace is
+
+    def __repr__(self) -> str:
+        return f"CompileCounter(mode={self.mode!r})"
 
     def backend(self, compiler: str = "inductor", splitting_ops: Iterable[str] | None = None) -> Callable[..., Any]:
         return self.session.backend(compiler, tuple(splitting_ops) if splitting_ops is not None else None)
@@ -37,7 +41,7 @@ class CompileCounter:
         Fails too where the structural hash and torch's FX-graph cache disagreed on a piece, unless allowed.
         """
         __tracebackhide__ = True
-        expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, **counts)
+        expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, footer=self.footer, **counts)
 
 
 class FusionMatches:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ..release.report import SCHEMA_VERSION, summarize, write_report
-from .properties import FUSION, KNOWN_BUG, MODE, STATS, read_properties
+from .properties import FUSION, KNOWN_BUG, MODE, STATS, TRACE, read_properties
 
 
 def _entry(nodeid: str, outcome: str) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def _entry(nodeid: str, outcome: str) -> dict[str, Any]:
         "stats": None,
         "fusion": None,
         "known_bug": None,
+        "trace": None,
     }
 
 
@@ -50,7 +51,8 @@ class ReportCollector:
         entry = self.tests.setdefault(report.nodeid, _entry(report.nodeid, "passed"))
         entry["duration"] = round(entry["duration"] + report.duration, 4)
         found = read_properties(report)
-        for key, name in (("mode", MODE), ("known_bug", KNOWN_BUG), ("stats", STATS), ("fusion", FUSION)):
+        fields = (("mode", MODE), ("known_bug", KNOWN_BUG), ("stats", STATS), ("fusion", FUSION), ("trace", TRACE))
+        for key, name in fields:
             if name in found:
                 entry[key] = found[name]
         return entry

@@ -1,6 +1,6 @@
 """The vocabulary of a layer-name run: modes, devices and the environment variables that choose them.
 
-Imports nothing, so the plugin's entry module can.
+Imports nothing, so the plugin's entry module and the torch-free release tools can.
 
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
@@ -19,3 +19,5 @@ DEVICES = ("auto", "cpu", "cuda")
 #: environment variables that choose the mode and the device when neither option nor ini does
 ENV_MODE = "LAYERNAME_MODE"
 ENV_DEVICE = "LAYERNAME_DEVICE"
+#: the bundled implementation the suite runs against unless told otherwise (``--layername-impl``, a cell's ``impl``)
+REFERENCE_IMPL = "pytest_layername.core.reference"

@@ -67,6 +67,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
     group.addoption(
+        "--layername-cell",
+        default=None,
+        metavar="NAME",
+        help="the matrix cell this run is, recorded in the report (set by `layername cell`; needs --layername-report)",
+    )
+    group.addoption(
+        "--layername-cell-digest",
+        default=None,
+        metavar="SHA256",
+        help="digest of that cell's definition, recorded in the report for the gate to compare "
+        "(set by `layername cell`)",
+    )
+    group.addoption(
         "--layername-device",
         choices=DEVICES,
         default=None,
@@ -80,6 +93,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
         "hoisted on a torch that supports hoisting",
     )
+    group.addoption(
+        "--layername-allow-not-exercised",
+        action="store_true",
+        default=False,
+        help="run even when a requested mode cannot be exercised with the implementation (recorded in the report; "
+        "the gate rejects it for a cell that lists that mode)",
+    )
     parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
     parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
     parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
@@ -87,7 +107,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
-    options = ("layername_mode", "layername_impl", "layername_report", "layername_device", "layername_allow_unhoisted")
+    options = (
+        "layername_mode",
+        "layername_impl",
+        "layername_report",
+        "layername_device",
+        "layername_allow_unhoisted",
+        "layername_allow_not_exercised",
+        "layername_cell",
+        "layername_cell_digest",
+    )
     return (
         any(config.getoption(name) for name in options)
         or any(config.getini(name) for name in ("layername_mode", "layername_impl", "layername_device"))
@@ -113,15 +142,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", SLOW_MARKER)
     if not _asked_for(config):
         return
-    run = layername_run(config)  # options given: usage errors surface now, not mid-collection
     report_path = config.getoption("layername_report")
-    if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
-        from .reporting import ReportCollector, XdistCrashes
+    if not report_path and (config.getoption("layername_cell") or config.getoption("layername_cell_digest")):
+        raise pytest.UsageError("layername: --layername-cell and --layername-cell-digest need --layername-report")
+    run = layername_run(config)  # options given: usage errors surface now, not mid-collection
+    if report_path:  # the controller writes the report; xdist workers send it their collection counts
+        from .reporting import register
 
-        collector = ReportCollector(config, report_path, run_info=run.run_info())
-        config.pluginmanager.register(collector, "layername-report")
-        if config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(XdistCrashes(collector), "layername-report-xdist")
+        register(config, report_path, run_info=run.run_info())
 
 
 def _header_once(config: pytest.Config) -> list[str] | None:

@@ -60,12 +60,14 @@ def read_bytes(path: str | os.PathLike[str], what: str, limit: int, missing_hint
         raise InputError(f"{where} does not exist{broken}{f' ({missing_hint})' if missing_hint else ''}") from None
     except OSError as error:
         raise InputError(f"{where} is unreadable: {error.strerror or error}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InputError(f"{where} is {_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        os.close(fd)
+        raise InputError(f"{where} is {info.st_size} bytes, larger than the {_size(limit)} a {what} may be")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{where} is {_kind(info.st_mode)}, not a regular file")
-        if info.st_size > limit:
-            raise InputError(f"{where} is {info.st_size} bytes, larger than the {_size(limit)} a {what} may be")
         try:
             data = handle.read(limit + 1)
         except OSError as error:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -177,6 +178,14 @@ def test_a_run_killed_by_a_timeout_thread_leaves_an_incomplete_report(pytester: 
     assert load_report(pytester.path / "r.json")["complete"] is False
 
 
+@pytest.fixture
+def _sigint_handled() -> Iterator[None]:
+    """Python's own SIGINT handler for the test, as in a terminal (a background job starts with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_sigint_while_the_report_is_written_is_an_interruption_not_an_internal_error(
     pytester: pytest.Pytester,
 ) -> None:
@@ -187,6 +196,7 @@ def test_sigint_while_the_report_is_written_is_an_interruption_not_an_internal_e
         from pytest_layername.release import report
 
         real = os.replace
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started ignoring it
 
         def replace_then_interrupt(src, dst):
             real(src, dst)
@@ -207,7 +217,7 @@ def test_sigint_while_the_report_is_written_is_an_interruption_not_an_internal_e
     assert [p.name for p in pytester.path.glob(".r.json.*.tmp")] == []
 
 
-def test_write_report_defers_an_interrupt_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+def test_write_report_defers_an_interrupt_and_leaves_no_temporary_file(tmp_path, monkeypatch, _sigint_handled):
     path = tmp_path / "r.json"
     write_report(path, {"n": 1})
     real = os.replace

@@ -8,7 +8,8 @@
     nox -k "cpu and torch2_13"                  # by keyword: cell names with "-" and "." as "_" are tags
 
 Matrix cells ignore positional arguments (a cell is the fixed release definition); ``gate`` passes them
-to ``layername gate`` (e.g. ``--tier ci``, ``--strict``, ``--compat-md docs/compatibility.md``), ``tests``
+to ``layername gate`` (e.g. ``--tier ci``, ``--strict``, ``--commit REV``, ``--allow-dirty``,
+``--compat-md docs/compatibility.md``), ``tests``
 to pytest and ``bench`` to ``layername bench``. ``tests``, ``gate`` and ``bench`` run in the environment
 running nox (install the project there first). A cell gets its own venv with its torch, via uv when
 available so cells share one download cache; venvs are reused between runs (``-R``/``--reuse-venv=yes``
@@ -33,7 +34,7 @@ from pathlib import Path
 import nox
 
 from pytest_layername.release import matrix as _matrix
-from pytest_layername.release.cell import run_cell
+from pytest_layername.release.cell import remove_old_results, run_cell
 from pytest_layername.release.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parent
@@ -98,9 +99,13 @@ def bench(session: nox.Session) -> None:
     [nox.param(cell, id=cell.name, tags=[cell.tier, cell.device, cell.keyword, "matrix"]) for cell in MATRIX.cells],
 )
 def matrix(session: nox.Session, cell: _matrix.Cell) -> None:
-    """One matrix cell: install its torch (unless preinstalled) and the project, then ``layername cell``."""
+    """One matrix cell: install its torch (unless preinstalled) and the project, then ``layername cell``.
+
+    The cell's old report, JUnit XML and skip marker go first: a session that dies installing leaves the
+    cell missing (a gate failure), never an earlier run's verdict."""
+    remove_old_results(cell, REPORTS_DIR)
     present, why = _matrix.device_available(cell.device)
-    if not present:  # leave the skip marker (and remove stale reports) without installing anything
+    if not present:  # leave the skip marker without installing anything
         run_cell(cell, REPORTS_DIR, log=session.log)
         session.skip(f"{cell.name}: {why} (the gate reports the cell NOT GATED; --strict fails it)")
     python = "python"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,10 @@ import pytest
 
 from pytest_layername.cli import main
 from pytest_layername.compile.stats import CompileStats
-from pytest_layername.release.gate import run_gate
+from pytest_layername.release.cell import cell_arguments
+from pytest_layername.release.gate import Expectations, run_gate
 from pytest_layername.release.matrix import Cell, load_matrix, write_skip_marker
+from pytest_layername.release.provenance import project_version
 from pytest_layername.release.report import SCHEMA_VERSION, summarize, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +26,26 @@ MATRIX = load_matrix(MATRIX_TOML)
 CI = {c.expected_mode: c for c in MATRIX.select(["ci"])}  # one string and one opaque cell
 SUITE = "src/pytest_layername/suite/test_models.py"
 LAYERS = 32
+#: the commit the crafted reports come from; every gate here is told to expect it (--commit), so the tests
+#: do not depend on the checkout (or none) they run in
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+INI_ADDOPTS = ["--strict-markers", "-ra", "-p", "no:cacheprovider"]  # pyproject's, which a cell run picks up
+
+
+@pytest.fixture(autouse=True)
+def _no_gpu(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An nvidia-smi that finds no GPU, first on PATH: the gate's device check answers the same on any machine."""
+    folder = tmp_path_factory.mktemp("bin")
+    fake_nvidia_smi(folder, "No devices were found", code=6)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
+def fake_nvidia_smi(folder: Path, output: str, code: int = 0) -> None:
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\necho '{output}'\nexit {code}\n", encoding="utf-8")
+    script.chmod(0o755)
 
 
 def pinned(cell: Cell) -> str:
@@ -62,13 +87,32 @@ def model_tests(cell: Cell, **overrides: int) -> list[dict[str, Any]]:
     return tests
 
 
-def make_report(cell: Cell, tests: list[dict[str, Any]] | None = None, **run: Any) -> dict[str, Any]:
+def _iso(when: dt.datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def make_report(of: Cell, tests: list[dict[str, Any]] | None = None, **run: Any) -> dict[str, Any]:
+    """A complete, well-formed report of cell ``of`` from commit :data:`COMMIT`, as ``layername cell`` makes it."""
+    cell = of
     tests = model_tests(cell) if tests is None else tests
+    end = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     return {
         "schema_version": SCHEMA_VERSION,
         "complete": True,
         "incomplete_reason": None,
         "run": {
+            "run_id": uuid.uuid4().hex,
+            "cell": cell.name,
+            "cell_digest": cell.digest,
+            "project_version": project_version(),
+            "git_commit": COMMIT,
+            "git_dirty": False,
+            "impl_version": project_version(),
+            "pytest_args": [*INI_ADDOPTS, *cell_arguments(cell, Path("/ran/here/reports"))],
+            "collected": len(tests),
+            "selected": len(tests),
+            "deselected": 0,
+            "allow_not_exercised": False,
             "torch": pinned(cell),
             "device": cell.device,
             "device_name": "Test CPU",
@@ -89,8 +133,8 @@ def make_report(cell: Cell, tests: list[dict[str, Any]] | None = None, **run: An
             "python": "3.11.7",
             "platform": "Linux",
             "workers": 2,
-            "start": "2026-11-26T15:00:00+00:00",
-            "end": "2026-11-26T15:05:00+00:00",
+            "start": _iso(end - dt.timedelta(minutes=5)),
+            "end": _iso(end),
             **run,
         },
         "tests": tests,
@@ -108,7 +152,12 @@ def reports(tmp_path: Path) -> Path:
 
 
 def gate(reports: Path, *args: str) -> int:
-    return main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci", *args])
+    return main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci", "--commit", COMMIT, *args])
+
+
+def gate_all(reports: Path, *args: str) -> int:
+    """The gate over every cell (no --tier), expecting :data:`COMMIT`."""
+    return main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--commit", COMMIT, *args])
 
 
 def assert_fails(reports: Path, capsys: pytest.CaptureFixture[str], cell: Cell, needle: str) -> str:
@@ -308,18 +357,18 @@ def test_device_skipped_cells_are_not_gated_loudly_without_strict(reports, capsy
     for cell in MATRIX.cells:
         if cell.device == "cpu" and not cell.report_path(reports).exists():
             write_report(cell.report_path(reports), make_report(cell))
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports)]) == 0
+    assert gate_all(reports) == 0
     out = capsys.readouterr().out
     assert "NOT GATED: tier(s) gpu (this machine cannot run them; a release needs --strict):" in out
     cpu = sum(c.device == "cpu" for c in MATRIX.cells)
     assert f"gate: PASS ({cpu}/{len(MATRIX.cells)} required cells passed; NOT GATED: " in out
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--strict"]) == 1
+    assert gate_all(reports, "--strict") == 1
 
 
 def test_a_gate_that_gated_nothing_fails(reports, capsys):
     for gpu in MATRIX.select(["gpu"]):
         write_skip_marker(gpu, reports, "no cuda: nvidia-smi is not on PATH")
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "gpu"]) == 1
+    assert gate_all(reports, "--tier", "gpu") == 1
     assert "no required cell was gated" in capsys.readouterr().out
 
 
@@ -342,18 +391,18 @@ def test_failing_report_of_a_cell_that_is_not_required_still_fails(reports, caps
     wrong = "string" if other.expected_mode == "opaque" else "opaque"
     write_report(other.report_path(reports), make_report(other, detected_mode=wrong))
     assert gate(reports) == 1
-    assert f"- {other.name}: detected mode {wrong!r}" in capsys.readouterr().out
+    assert f"- {other.name}: run.detected_mode: detected mode {wrong!r}" in capsys.readouterr().out
 
 
 def test_all_cells_required_without_tier(reports, capsys):
     """With no --tier/--cell every cell is required: a CPU-only reports folder does not pass a release."""
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports)]) == 1
+    assert gate_all(reports) == 1
     assert f"{len(CI)}/{len(MATRIX.cells)} required cells passed" in capsys.readouterr().out
 
 
 def test_required_cell_by_name(reports, capsys):
     cell = CI["opaque"]
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--cell", cell.name]) == 0
+    assert gate_all(reports, "--cell", cell.name) == 0
     assert "1/1 required cells passed" in capsys.readouterr().out
 
 
@@ -372,7 +421,7 @@ def test_max_skipped_budget(tmp_path):
     )
     cell = load_matrix(matrix_file).cell("gpu13")
     write_report(cell.report_path(tmp_path), make_report(cell))
-    result = run_gate(matrix_file, tmp_path)
+    result = run_gate(matrix_file, tmp_path, expect=Expectations(COMMIT, "--commit"))
     assert not result.passed
     assert any("1 tests skipped (budget max_skipped=0)" in p for p in result.results[0].problems)
 
@@ -386,13 +435,14 @@ def test_max_skipped_budget(tmp_path):
     ],
 )
 def test_usage_errors_exit_2(reports, capsys, args, needle):
-    assert main(["gate", str(reports), *args]) == 2
+    assert main(["gate", str(reports), "--commit", COMMIT, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("layername: error: ") and needle in err
 
 
 def test_console_script_exit_codes(reports):
     command = [sys.executable, "-m", "pytest_layername", "gate", "--matrix", str(MATRIX_TOML), str(reports)]
+    command += ["--commit", COMMIT]
     assert subprocess.run([*command, "--tier", "ci"], capture_output=True, check=False).returncode == 0
     CI["opaque"].report_path(reports).unlink()
     failed = subprocess.run([*command, "--tier", "ci"], capture_output=True, text=True, check=False)
@@ -480,10 +530,264 @@ def test_known_bugs_must_be_exactly_the_declared_ones(reports, capsys):
 
 def test_compatibility_table_lists_cells_counts_and_known_bugs(reports, tmp_path):
     target = tmp_path / "docs" / "compatibility.md"
-    assert main(["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci", "--compat-md", str(target)]) == 0
+    assert gate(reports, "--compat-md", str(target)) == 0
     table = target.read_text(encoding="utf-8")
     opaque = CI["opaque"]
     row = next(line for line in table.splitlines() if line.startswith(f"| {opaque.name} |"))
     assert "| opaque, string |" in row and f"({', '.join(opaque.known_bugs)})" in row and "| 300 s |" in row
     assert "| 33 / 4 / 3 / 0 / 0 / 0 |" in row  # opaque maxima: pieces / unique / compiles / hits / ...
     assert f"- `{opaque.known_bugs[0]}`" in table
+
+
+# --- the report is about this run of this cell: one defect per field, each failing naming the field -------------
+
+
+def _days_ago(days: float) -> str:
+    return _iso(dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=days))
+
+
+OPAQUE = CI["opaque"]
+ONE_MODE_TESTS = [t for t in model_tests(OPAQUE) if t["mode"] != "string"]
+
+
+@pytest.mark.parametrize(
+    ("run", "tests", "needle"),
+    [
+        ({"cell": None}, None, "run.cell: the report is of no cell (run it with `layername cell cpu-torch2.13`)"),
+        ({"cell_digest": "0" * 64}, None, f"run.cell_digest: 000000000000 is not this cell's {OPAQUE.digest[:12]}"),
+        (
+            {"impl": "vllm.utils.torch_utils"},
+            None,
+            "run.impl: the run tested 'vllm.utils.torch_utils', the cell tests pytest_layername.core.reference",
+        ),
+        ({"pytest_args": ["-k", "budget"]}, None, "run.pytest_args: not the command `layername cell cpu-torch2.13`"),
+        (
+            {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "-k", "decoder or bug"]},
+            None,
+            "run.pytest_args: added -k 'decoder or bug', which may change which tests run",
+        ),
+        (
+            {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "--ignore=x"]},
+            None,
+            "run.pytest_args: added --ignore=x",
+        ),
+        (
+            {"pytest_args": ["-x", *INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r"))]},
+            None,
+            "run.pytest_args: added -x",
+        ),
+        ({"deselected": 80, "collected": 80 + 7}, None, "run.deselected: 80 of the 87 collected tests were deselected"),
+        ({"collected": 12}, None, "run.selected: 7 selected and 0 deselected of 12 collected: 5 tests were dropped"),
+        ({"collected": 10, "selected": 10}, None, "tests: 7 results for the 10 selected tests (run.selected)"),
+        ({"collected": None}, None, "run.collected: the run recorded no collection counts"),
+        (
+            {"not_exercised": {"string": "no switch"}},
+            None,
+            "run.not_exercised: the cell's mode(s) string were not exercised (string: 'no switch')",
+        ),
+        (
+            {"allow_not_exercised": True, "modes": ["opaque"], "collected": 4, "selected": 4},
+            ONE_MODE_TESTS,
+            "run.allow_not_exercised: the run opted out of the cell's mode(s) string",
+        ),
+        ({"allow_unhoisted": True}, None, "run.allow_unhoisted: the run skips opaque-mode tests of an unhoisted"),
+        ({"git_commit": OTHER_COMMIT}, None, "run.git_commit: made from fedcba987654, not the expected 0123456789ab"),
+        ({"git_commit": None}, None, "run.git_commit: the run recorded no commit (it ran outside a git checkout)"),
+        ({"git_dirty": True}, None, "run.git_dirty: the run's checkout had uncommitted changes"),
+        ({"project_version": "0.0.1"}, None, "run.project_version: made by pytest-layername '0.0.1', the gate is"),
+        (
+            {"start": "2019-01-01T10:00:00+00:00", "end": "2019-01-01T10:05:00+00:00"},
+            None,
+            "run.end: 2019-01-01T10:05:00+00:00 is older than 7 day(s) (--max-age-days)",
+        ),
+        ({"end": "2099-01-01T10:05:00+00:00"}, None, "run.end: 2099-01-01T10:05:00+00:00 is in the future"),
+        ({"start": _days_ago(0), "end": _days_ago(1)}, None, "is before run.start"),
+        ({"end": None}, None, "run.end: None is not an ISO 8601 time with a UTC offset"),
+        ({"start": "2026-11-26T15:00:00"}, None, "run.start: '2026-11-26T15:00:00' is not an ISO 8601 time"),
+    ],
+)
+def test_one_defect_fails_naming_the_field(reports, capsys, run, tests, needle):
+    """A well-formed report of the opaque ci cell with exactly one defect: the gate names the cell and the field."""
+    write_report(OPAQUE.report_path(reports), make_report(OPAQUE, tests, **run))
+    out = assert_fails(reports, capsys, OPAQUE, needle)
+    assert "FAIL: failed" in out
+
+
+def test_another_cells_report_under_this_name_fails(reports, capsys):
+    string = CI["string"]
+    write_report(OPAQUE.report_path(reports), make_report(string))
+    assert_fails(reports, capsys, OPAQUE, f"run.cell: the report is of cell {string.name!r}, not {OPAQUE.name!r}")
+
+
+def test_duplicate_complete_key_fails(reports, capsys):
+    """``"complete": false, "complete": true``: the last key would win in a lax parser; here it is an error."""
+    path = OPAQUE.report_path(reports)
+    text = path.read_text(encoding="utf-8")
+    assert '"complete": true' in text
+    path.write_text('{"complete": false, ' + text.lstrip()[1:], encoding="utf-8")
+    assert_fails(reports, capsys, OPAQUE, f"report {path} is unreadable: duplicate key 'complete' in one object")
+
+
+@pytest.mark.parametrize(
+    ("args", "run"),
+    [
+        ([], {}),
+        (["--allow-no-commit"], {"git_commit": None, "git_dirty": None}),
+        (["--allow-dirty"], {"git_dirty": True}),
+        (["--max-age-days", "30"], {"start": _days_ago(20.1), "end": _days_ago(20)}),
+        ([], {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "-n", "6", "-q", "-rfExX", "--tb=no"]}),
+        ([], {"pytest_args": ["-p", "no:cacheprovider", *cell_arguments(OPAQUE, Path("r")), "-n6", "--dist", "load"]}),
+    ],
+)
+def test_well_formed_reports_pass(reports, capsys, args, run):
+    """Positive controls: what the checks must let through (the flags that accept a looser report, too)."""
+    write_report(OPAQUE.report_path(reports), make_report(OPAQUE, **run))
+    assert gate(reports, *args) == 0, capsys.readouterr().out
+
+
+def _one_cell(tmp_path: Path, extra: str = "") -> Cell:
+    """A one-cell matrix in tmp_path: torch 2.13 on cpu, opaque mode, no budgets beyond max_failed."""
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        '[cells.c13]\ntorch = "==2.13.0"\nexpected_mode = "opaque"\ndevice = "cpu"\ntier = "t"\n'
+        f"{extra}budgets = {{ max_failed = 0, opaque = {{}} }}\n",
+        encoding="utf-8",
+    )
+    return load_matrix(matrix_file).cell("c13")
+
+
+def _judge(tmp_path: Path, cell: Cell, report: dict[str, Any]) -> list[str]:
+    write_report(cell.report_path(tmp_path), report)
+    result = run_gate(tmp_path / "matrix.toml", tmp_path, expect=Expectations(COMMIT, "--commit"))
+    return result.results[0].problems
+
+
+def test_a_cell_may_allow_unhoisted(tmp_path):
+    allowing = _one_cell(tmp_path, "allow_unhoisted = true\n")
+    assert allowing.allow_unhoisted and "--layername-allow-unhoisted" in cell_arguments(allowing, tmp_path)
+    assert _judge(tmp_path, allowing, make_report(allowing, allow_unhoisted=True)) == []
+    strict = _one_cell(tmp_path)  # the same cell without the field: the same kind of report fails
+    problems = _judge(tmp_path, strict, make_report(strict, allow_unhoisted=True))
+    assert any(p.startswith("run.allow_unhoisted:") for p in problems), problems
+
+
+def test_a_cell_may_select_its_own_subset(tmp_path):
+    """``-k`` in the cell's own pytest_args (covered by its digest) defines the cell: that deselection passes."""
+    subset = _one_cell(tmp_path, 'pytest_args = ["-k", "decoder"]\n')
+    assert subset.selects
+    tests = model_tests(subset)
+    report = make_report(subset, collected=len(tests) + 40, deselected=40)
+    assert _judge(tmp_path, subset, report) == []
+    whole = _one_cell(tmp_path)
+    problems = _judge(tmp_path, whole, make_report(whole, collected=len(tests) + 40, deselected=40))
+    assert any(p.startswith("run.deselected: 40 of the") for p in problems), problems
+
+
+def test_a_cell_names_its_implementation(tmp_path):
+    vllm = _one_cell(tmp_path, 'impl = "vllm.utils.torch_utils"\n')
+    assert f"--layername-impl={vllm.impl}" in cell_arguments(vllm, tmp_path)
+    assert _judge(tmp_path, vllm, make_report(vllm, impl="vllm.utils.torch_utils")) == []
+    problems = _judge(tmp_path, vllm, make_report(vllm))
+    assert (
+        "run.impl: the run tested 'pytest_layername.core.reference', the cell tests vllm.utils.torch_utils" in problems
+    )
+
+
+def test_the_digest_changes_with_the_cell_and_with_a_known_bug_it_lists(tmp_path):
+    base = _one_cell(tmp_path, 'known_bugs = ["hoisted-kwargs-nyi"]\n')
+    assert _one_cell(tmp_path, 'known_bugs = ["hoisted-kwargs-nyi"]\n').digest == base.digest  # deterministic
+    assert _one_cell(tmp_path, 'known_bugs = ["hoisted-kwargs-nyi"]\ndescription = "x"\n').digest != base.digest
+    assert _one_cell(tmp_path).digest != base.digest
+
+    from pytest_layername.release import known_bugs, matrix
+
+    edited = known_bugs.parse_registry(
+        known_bugs.resources.files(known_bugs.__package__).joinpath("known_bugs.toml").read_text(encoding="utf-8")
+    )
+    bug = edited["hoisted-kwargs-nyi"]
+    edited["hoisted-kwargs-nyi"] = known_bugs.KnownBug(**{**bug.__dict__, "digest": "changed"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matrix, "registry", lambda: edited)
+        assert _one_cell(tmp_path, 'known_bugs = ["hoisted-kwargs-nyi"]\n').digest != base.digest
+
+
+# --- the expected commit -----------------------------------------------------------------------------------
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh git checkout as the current directory; its HEAD commit."""
+    if subprocess.run(["git", "--version"], capture_output=True, check=False).returncode != 0:
+        pytest.fail("git is needed to test the gate's default expected commit")
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "file").write_text("x", encoding="utf-8")
+    _git(repo, "add", "file")
+    _git(repo, "commit", "-q", "-m", "one")
+    monkeypatch.chdir(repo)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def test_default_expected_commit_is_the_checkouts_head(reports, capsys, checkout):
+    args = ["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci"]
+    assert main(args) == 1  # the reports come from COMMIT, the checkout is at another commit
+    out = capsys.readouterr().out
+    assert f"run.git_commit: made from 0123456789ab, not the expected {checkout[:12]} (HEAD of the checkout at" in out
+    for cell in CI.values():
+        write_report(cell.report_path(reports), make_report(cell, git_commit=checkout))
+    assert main(args) == 0
+    assert f"expected commit: {checkout} (HEAD of the checkout at " in capsys.readouterr().out
+    assert main([*args, "--commit", "HEAD"]) == 0  # a revision, resolved in the checkout
+    assert main([*args, "--commit", "HEAD~5"]) == 2
+    assert "--commit 'HEAD~5' is neither a full commit SHA nor a revision here" in capsys.readouterr().err
+
+
+def test_outside_a_checkout_the_gate_needs_a_commit_or_allow_no_commit(reports, capsys, tmp_path, monkeypatch):
+    outside = tmp_path / "not-a-checkout"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    args = ["gate", "--matrix", str(MATRIX_TOML), str(reports), "--tier", "ci"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layername: error: no expected commit: ") and "pass --commit SHA" in err
+    assert main([*args, "--allow-no-commit"]) == 0  # reports with a commit, and no commit to compare with
+    assert "expected commit: none (not in a git checkout); --allow-no-commit" in capsys.readouterr().out
+
+
+# --- skip markers: only for a device this machine lacks --------------------------------------------------------
+
+
+def test_leftover_skip_marker_of_a_cpu_cell_fails(reports, capsys):
+    OPAQUE.report_path(reports).unlink()
+    write_skip_marker(OPAQUE, reports, "no cuda: nvidia-smi is not on PATH")
+    assert_fails(reports, capsys, OPAQUE, "a cpu cell always runs, this one is left over (rerun the cell)")
+
+
+def test_skip_marker_on_a_machine_with_the_device_fails(reports, capsys, _no_gpu):
+    gpu = MATRIX.select(["gpu"])[0]
+    write_skip_marker(gpu, reports, "no cuda: nvidia-smi is not on PATH")
+    fake_nvidia_smi(_no_gpu, "GPU 0: NVIDIA H200 (UUID: GPU-x)")
+    assert gate_all(reports, "--tier", "gpu") == 1
+    out = capsys.readouterr().out
+    assert f"- {gpu.name}: skip marker " in out and "but this machine has cuda (GPU 0: NVIDIA H200" in out
+
+
+def test_skip_marker_next_to_a_report_fails(reports, capsys):
+    write_skip_marker(OPAQUE, reports, "no cuda")
+    assert_fails(reports, capsys, OPAQUE, f"both {OPAQUE.report_path(reports)} and {OPAQUE.skip_marker_path(reports)}")
+
+
+def test_skip_marker_of_another_cell_fails(reports, capsys):
+    gpu, other = MATRIX.select(["gpu"])[:2]
+    write_skip_marker(other, reports, "no cuda")
+    other.skip_marker_path(reports).rename(gpu.skip_marker_path(reports))
+    assert gate_all(reports, "--tier", "gpu") == 1
+    assert f"is of cell {other.name!r}, not {gpu.name!r}" in capsys.readouterr().out

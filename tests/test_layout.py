@@ -25,7 +25,7 @@ ALLOWED = {
     "checks": {"core", "core.names", "harness", "compile", "checks"},
     "bench": {"core", "core.names", "harness", "compile", "bench"},
     "testing": {"core", "core.names", "harness", "testing"},
-    "release": {"release"},
+    "release": {"release", "core.names"},
     "plugin": {"core", "core.names", "harness", "compile", "fusion", "checks", "release", "plugin"},
     "cli": set(),  # imports the chosen command's module by name, nothing at load
     "__main__": {"cli"},
@@ -110,8 +110,8 @@ def test_imports_go_one_way():
 
 
 def test_a_backward_import_is_a_violation():
-    graph = {**import_graph(), "release.gate": {"core.names"}, "core.modes": {"compile.stats"}}
-    assert layer_violations(graph) == ["core.modes imports compile.stats", "release.gate imports core.names"]
+    graph = {**import_graph(), "release.gate": {"core.compat"}, "core.modes": {"compile.stats"}}
+    assert layer_violations(graph) == ["core.modes imports compile.stats", "release.gate imports core.compat"]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[str]:

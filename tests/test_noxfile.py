@@ -88,9 +88,10 @@ def test_cuda_cell_without_gpu_skips_and_the_gate_sees_a_skip(tmp_path):
     assert cell.skip_marker_path(reports).is_file()
 
     gate = subprocess.run(
-        [*GATE, str(reports), "--cell", cell.name],
+        [*GATE, str(reports), "--cell", cell.name, "--allow-no-commit"],
         capture_output=True,
         text=True,
+        env={**os.environ, "PATH": env["PATH"]},  # the gate, too, finds no GPU here
         check=False,
     )
     assert gate.returncode == 1  # the only required cell was not gated: nothing was judged
@@ -120,13 +121,42 @@ def _this_torch_cell(tmp_path: Path, name: str, extra: str = "") -> tuple[dict[s
 def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
     """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
     from pytest_layername.core.modes import auto_mode
+    from pytest_layername.release.provenance import git_state
 
     env, reports = _this_torch_cell(tmp_path, "here")
-    done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", env=env, timeout=900)
+    # the checkout this runs in may have changes, or be none: the gate's commit checks have tests of their own
+    loose = ["--", "--allow-dirty", "--allow-no-commit"]
+    done = nox("--envdir", str(tmp_path / "envs"), "-s", "matrix(here)", "gate", *loose, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"here: detected mode {auto_mode()} as expected" in done.stdout + done.stderr
     assert (reports / "here.json").is_file() and (reports / "here.xml").is_file()
     assert "gate: PASS (1/1 required cells passed)" in done.stdout + done.stderr
+    run = json.loads((reports / "here.json").read_text(encoding="utf-8"))["run"]
+    assert (run["cell"], run["git_commit"]) == ("here", git_state(ROOT)[0])
+
+
+def test_a_session_that_dies_installing_leaves_the_cell_missing(tmp_path):
+    """The cell's old report, JUnit XML and skip marker go before anything is installed: no old verdict stays."""
+    matrix_file = tmp_path / "matrix.toml"
+    matrix_file.write_text(
+        '[cells.broken]\ntorch = "==2.9.1"\nexpected_mode = "string"\ndevice = "cpu"\ntier = "t"\n'
+        f'install = {{ index_url = "{(tmp_path / "no-index").as_uri()}" }}\n'
+        "budgets = { max_failed = 0, string = {} }\n",
+        encoding="utf-8",
+    )
+    cell = load_matrix(matrix_file).cell("broken")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    old = [cell.report_path(reports), cell.junit_path(reports), cell.skip_marker_path(reports)]
+    for path in old:
+        path.write_text('{"old": true}', encoding="utf-8")
+    env = {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}
+    args = ["-s", "matrix(broken)", "gate", "--", "--allow-no-commit"]  # wherever the tests run: a checkout or not
+    done = nox("--envdir", str(tmp_path / "envs"), *args, env=env, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Session matrix(broken) failed" in output, output[-3000:]
+    assert [path.name for path in old if path.exists()] == []
+    assert f"- broken: no report {cell.report_path(reports)}" in output and "gate: FAIL (0/1" in output
 
 
 def test_preinstalled_cell_uses_the_environments_torch_without_installing(tmp_path):

@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 DESCRIPTION = "pytest-layername: layer-name compile testing, the compatibility matrix and its gate."
 
@@ -26,9 +27,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``layername gate: error: ... (see --help)``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its arguments (and imports its module)."""
-    parser = argparse.ArgumentParser(prog="layername", description=DESCRIPTION)
+    parser = _Parser(prog="layername", description=DESCRIPTION)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {importlib.metadata.version('pytest-layername')}"
     )

@@ -130,6 +130,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise AuditError(f"--{flag.replace('_', '-')} needs --walk PACKAGE")
     if (args.baseline or args.write_baseline) and not (args.namespace or args.walk):
         raise AuditError("--baseline and --write-baseline compare op findings: pass --walk PACKAGE or --namespace NS")
+    if args.baseline and Path(args.baseline).exists() and not Path(args.baseline).is_file():
+        raise AuditError(f"--baseline {args.baseline!r}: not a regular file")
 
 
 def _audit_namespaces(namespaces: Iterable[str], walk: WalkResult | None, check: OpaqueCheck) -> list[NamespaceAudit]:

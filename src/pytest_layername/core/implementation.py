@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from .compat import is_hoisted_opaque_type, opaque_support
 from .modes import Mode, ModeError
+from .names import REFERENCE_IMPL
 
-REFERENCE_IMPL = "pytest_layername.core.reference"
 REQUIRED_ATTRIBUTES = ("LayerName", "_encode_layer_name", "_resolve_layer_name")
 VALUE_TYPE_METHODS = ("__eq__", "__hash__", "__fx_repr__")
 #: The module-level mode switch ``_encode_layer_name`` reads at call time (vLLM's name; the reference uses it too).

@@ -1,6 +1,6 @@
 """The vocabulary of a layer-name run: modes, devices and the environment variables that choose them.
 
-Imports nothing, so the plugin's entry module can.
+Imports nothing, so the plugin's entry module and the torch-free release tools can.
 
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
@@ -21,3 +21,5 @@ ENV_MODE = "LAYERNAME_MODE"
 ENV_DEVICE = "LAYERNAME_DEVICE"
 #: environment variable naming the directory for per-test torch traces when neither option nor ini does
 ENV_TRACE = "LAYERNAME_TRACE"
+#: the bundled implementation the suite runs against unless told otherwise (``--layername-impl``, a cell's ``impl``)
+REFERENCE_IMPL = "pytest_layername.core.reference"

@@ -69,6 +69,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
     group.addoption(
+        "--layername-cell",
+        default=None,
+        metavar="NAME",
+        help="the matrix cell this run is, recorded in the report (set by `layername cell`; needs --layername-report)",
+    )
+    group.addoption(
+        "--layername-cell-digest",
+        default=None,
+        metavar="SHA256",
+        help="digest of that cell's definition, recorded in the report for the gate to compare "
+        "(set by `layername cell`)",
+    )
+    group.addoption(
         "--layername-device",
         choices=DEVICES,
         default=None,
@@ -105,7 +118,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
     ini = ("layername_mode", "layername_impl", "layername_device", "layername_trace")
-    options = (*ini, "layername_report", "layername_allow_unhoisted", "layername_allow_not_exercised")
+    options = (
+        *ini,
+        "layername_report",
+        "layername_allow_unhoisted",
+        "layername_allow_not_exercised",
+        "layername_cell",
+        "layername_cell_digest",
+    )
     return (
         any(config.getoption(name) for name in options)
         or any(config.getini(name) for name in ini)
@@ -133,19 +153,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", SLOW_MARKER)
     if not _asked_for(config):
         return
+    report_path = config.getoption("layername_report")
+    if not report_path and (config.getoption("layername_cell") or config.getoption("layername_cell_digest")):
+        raise pytest.UsageError("layername: --layername-cell and --layername-cell-digest need --layername-report")
     run = layername_run(config)  # options given: usage errors surface now, not mid-collection
     from .trace import TestTraces, trace_directory
 
     if directory := trace_directory(config):
         config.pluginmanager.register(TestTraces(directory), "layername-trace")
-    report_path = config.getoption("layername_report")
-    if report_path and not hasattr(config, "workerinput"):  # the controller writes; xdist workers send reports
-        from .reporting import ReportCollector, XdistCrashes
+    if report_path:  # the controller writes the report; xdist workers send it their collection counts
+        from .reporting import register
 
-        collector = ReportCollector(config, report_path, run_info=run.run_info())
-        config.pluginmanager.register(collector, "layername-report")
-        if config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(XdistCrashes(collector), "layername-report-xdist")
+        register(config, report_path, run_info=run.run_info())
 
 
 def _header_once(config: pytest.Config) -> list[str] | None:

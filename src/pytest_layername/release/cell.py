@@ -1,10 +1,16 @@
 """Run one matrix cell in the current interpreter: ``layername cell NAME``.
 
 The interpreter must hold the cell's torch and this package (a nox venv, or, for ``install =
-"preinstalled"`` cells, the environment a GPU image or vendor container ships). The runner probes torch
-in a subprocess, checks the version against the cell's spec and the device, runs the reference suite in
-the cell's modes on the cell's device with the JSON report and JUnit XML, then checks the detected mode.
-A missing device writes a skip marker (the gate shows it), never a report. Needs no torch itself.
+"preinstalled"`` cells, the environment a GPU image or vendor container ships). The runner removes the
+cell's old results, probes torch in a subprocess, checks the version against the cell's spec and the
+device, runs the reference suite in the cell's modes on the cell's device with the JSON report and JUnit
+XML, then checks the detected mode. A missing device writes a skip marker (the gate shows it), never a
+report. Needs no torch itself.
+
+The suite learns which cell it runs from ``--layername-cell=NAME --layername-cell-digest=SHA256`` (the
+cell's :attr:`~.matrix.Cell.digest`), which the plugin records in the report; the gate recomputes the
+digest from its matrix file. :func:`command_problem` is the gate's check that a report's pytest arguments
+are this command's, plus only :data:`ACCEPTED_FLAGS`/:data:`ACCEPTED_OPTIONS` (output and parallelism).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,12 +35,23 @@ from .matrix import (
     load_matrix,
     write_skip_marker,
 )
+from .report import ReportError, load_report
 
 PROBE = (
     "import json, torch; from pytest_layername.core.environment import probe; "
     "print(json.dumps({**probe(), 'torch_full': torch.__version__}))"
 )
 SKIPPED = 3  # exit status of a cell skipped for a missing device
+#: Options a cell run may add to its command (``--pytest-args``, ini ``addopts``, ``PYTEST_ADDOPTS``): they
+#: change neither which tests run nor how they are judged, only output and xdist parallelism. Anything else
+#: (``-k``, ``-x``, ``--ignore``, a path, ...) belongs in the cell's ``pytest_args``, which its digest covers.
+ACCEPTED_FLAGS = re.compile(
+    r"-[qv]+|-r[A-Za-z]+|-n\w+|-s|-l|--quiet|--verbose|--showlocals|--strict-markers|--no-header|--no-summary"
+)
+ACCEPTED_OPTIONS = ("--tb", "--color", "--durations", "--durations-min", "--capture", "-n", "--numprocesses", "--dist")
+ACCEPTED_PLUGIN_OPTIONS = ("no:cacheprovider",)  # -p VALUE
+#: Options of the cell command whose value is the run's own (paths, and the cell and digest the gate checks itself).
+RUN_OWN_VALUES = ("--layername-report=", "--junitxml=", "--layername-cell=", "--layername-cell-digest=")
 
 
 class CellError(RuntimeError):
@@ -65,29 +83,86 @@ def check_environment(cell: Cell, info: dict[str, object]) -> None:
         raise CellError(f"{cell.name}: torch {info['torch_full']} sees no CUDA device (a CPU-only build?)")
 
 
-def pytest_command(cell: Cell, reports_dir: Path, python: str = sys.executable, extra: Sequence[str] = ()) -> list[str]:
-    """The suite's command line for ``cell``: its modes, device, report, JUnit XML and pytest_args."""
+def cell_arguments(cell: Cell, reports_dir: Path) -> list[str]:
+    """The suite's pytest arguments for ``cell``: its modes, device, implementation, report and JUnit XML,
+    the cell's name and digest, and its own pytest_args."""
     return [
-        python,
-        "-m",
-        "pytest",
         "--pyargs",
         "pytest_layername.suite",
         "-p",
         "no:cacheprovider",
         f"--layername-mode={cell.mode_option}",
         f"--layername-device={cell.device}",
+        f"--layername-impl={cell.impl}",
+        *(["--layername-allow-unhoisted"] if cell.allow_unhoisted else []),
         f"--layername-report={cell.report_path(reports_dir)}",
         f"--junitxml={cell.junit_path(reports_dir)}",
+        f"--layername-cell={cell.name}",
+        f"--layername-cell-digest={cell.digest}",
         *cell.pytest_args,
-        *extra,
     ]
+
+
+def pytest_command(cell: Cell, reports_dir: Path, python: str = sys.executable, extra: Sequence[str] = ()) -> list[str]:
+    """The suite's command line for ``cell`` (:func:`cell_arguments`), then ``extra``."""
+    return [python, "-m", "pytest", *cell_arguments(cell, reports_dir), *extra]
+
+
+def unaccepted_arguments(args: Sequence[str]) -> list[str]:
+    """The arguments in ``args`` that are not among the accepted output and parallelism options."""
+    bad, tokens = [], iter(args)
+    for token in tokens:
+        name, has_value, _ = token.partition("=")
+        if ACCEPTED_FLAGS.fullmatch(token):
+            continue
+        if name in ACCEPTED_OPTIONS:
+            if not has_value and next(tokens, None) is None:
+                bad.append(token)
+            continue
+        if token == "-p":
+            value = next(tokens, "")
+            if value not in ACCEPTED_PLUGIN_OPTIONS:
+                bad.append(f"-p {value}".strip())
+            continue
+        bad.append(token)
+    return bad
+
+
+def _same(expected: str, actual: str) -> bool:
+    own = next((prefix for prefix in RUN_OWN_VALUES if expected.startswith(prefix)), None)
+    return actual.startswith(own) if own else actual == expected
+
+
+def command_problem(cell: Cell, args: Sequence[str]) -> str | None:
+    """Why ``args`` (a report's ``run.pytest_args``) are not ``layername cell``'s command for ``cell`` plus
+    accepted options, or None when they are."""
+    core = cell_arguments(cell, Path())
+    starts = [
+        i
+        for i in range(len(args) - len(core) + 1)
+        if all(_same(want, got) for want, got in zip(core, args[i : i + len(core)], strict=True))
+    ]
+    if not starts:
+        return f"not the command `layername cell {cell.name}` runs for this cell ({shlex.join(core[:8])} ...)"
+    rest = [*args[: starts[0]], *args[starts[0] + len(core) :]]
+    if bad := unaccepted_arguments(rest):
+        shown = shlex.join(bad)
+        return (
+            f"added {shown[:200]}, which may change which tests run or how they are judged (a run may add only "
+            "output and -n/--dist options; put others in the cell's pytest_args in the matrix file)"
+        )
+    return None
+
+
+def remove_old_results(cell: Cell, reports_dir: Path) -> None:
+    """Delete the cell's report, JUnit XML and skip marker: an earlier run's result must never stand for this one."""
+    for stale in (cell.report_path(reports_dir), cell.junit_path(reports_dir), cell.skip_marker_path(reports_dir)):
+        stale.unlink(missing_ok=True)
 
 
 def run_cell(cell: Cell, reports_dir: Path, python: str = sys.executable, extra: Sequence[str] = (), log=print) -> int:
     """Run ``cell``: 0 passed, 1 the suite failed, :data:`SKIPPED` no device; :class:`CellError` otherwise."""
-    for stale in (cell.report_path(reports_dir), cell.junit_path(reports_dir), cell.skip_marker_path(reports_dir)):
-        stale.unlink(missing_ok=True)  # a stale report from an earlier run must never pass for this one
+    remove_old_results(cell, reports_dir)
     present, why = device_available(cell.device)
     if not present:
         marker = write_skip_marker(cell, reports_dir, why)
@@ -104,7 +179,10 @@ def run_cell(cell: Cell, reports_dir: Path, python: str = sys.executable, extra:
     report = cell.report_path(reports_dir)
     if not report.is_file():
         raise CellError(f"{cell.name}: pytest wrote no report {report}; the gate will count this cell as missing")
-    detected = json.loads(report.read_text(encoding="utf-8"))["run"].get("detected_mode")
+    try:
+        detected = load_report(report)["run"]["detected_mode"]
+    except ReportError as error:
+        raise CellError(f"{cell.name}: {error}") from None
     if detected != cell.expected_mode:
         raise CellError(
             f"{cell.name}: torch {info['torch_full']} detected mode {detected!r}, not {cell.expected_mode!r}"
@@ -122,10 +200,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_cell)
 
 
-def _cmd_cell(args: argparse.Namespace) -> int:
+def _extra_arguments(text: str) -> list[str]:
     try:
+        extra = shlex.split(text)
+    except ValueError as error:
+        raise CellError(f"--pytest-args {text[:80]!r}: {error} (quote as in a shell)") from None
+    if bad := unaccepted_arguments(extra):
+        print(
+            f"layername: warning: --pytest-args {shlex.join(bad)[:200]} may change which tests run or how they are "
+            "judged: the gate will not accept this run's report (only output and -n/--dist options are accepted)",
+            file=sys.stderr,
+        )
+    return extra
+
+
+def _cmd_cell(args: argparse.Namespace) -> int:
+    reports = Path(args.reports)
+    try:
+        if reports.exists() and not reports.is_dir():
+            raise CellError(f"--reports {reports} is not a directory")
         cell = load_matrix(args.matrix).cell(args.name)
-        return run_cell(cell, Path(args.reports), extra=shlex.split(args.pytest_args))
+        return run_cell(cell, reports, extra=_extra_arguments(args.pytest_args))
     except (MatrixError, CellError) as error:
         print(f"layername: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"layername: error: {error.filename or args.reports}: {error.strerror or error}", file=sys.stderr)
         return 2

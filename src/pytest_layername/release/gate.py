@@ -4,17 +4,32 @@ Rules (``layername gate --matrix matrix.toml [--tier T] [--cell C] REPORTS_DIR``
 
 * The cells selected by ``--tier``/``--cell`` (all cells when neither is given) are *required*: each must
   have a report ``<cell>.json`` that passes every check. A required cell that is missing, unreadable or
-  incomplete fails the gate. A required cell skipped because this machine lacks its device
-  (``<cell>.skipped.json``, e.g. no GPU) is *not gated*: the gate says so loudly and names the tiers it did
-  not gate; with ``--strict`` (a release) such a skip fails the gate. A gate that gated no cell fails.
+  incomplete fails the gate. A required cell is *not gated* only when it has a skip marker
+  (``<cell>.skipped.json``, left by a run that found no device) and the gate itself finds that this machine
+  lacks the cell's device: a marker of a CPU cell, a marker on a machine that has the device, a marker of
+  another cell, or a marker next to a report fails. The gate says loudly which tiers it did not gate; with
+  ``--strict`` (a release) such a skip fails the gate. A gate that gated no cell fails.
 * A cell that is not required may be missing or skipped, but if it has a report, the report must pass
   too: a failure is never ignored.
-* A report passes when it is complete, its torch satisfies the cell's spec, it ran on the cell's device,
-  its ``detected_mode`` equals the cell's ``expected_mode``, it ran exactly the cell's modes, its summary
-  agrees with its tests and stays within ``max_failed``/``min_passed``/``max_skipped``, the known torch bugs
-  it hit (strict expected failures) are exactly the cell's ``known_bugs``, and for each mode the maximum of
-  each budgeted stat over the cell's ``budget_tests`` run in that mode stays within that mode's budget (a
-  budget that no test recorded is a failure, not a pass).
+* A report passes when it is about this run of this cell: complete; its ``run.cell`` is the cell and its
+  ``run.cell_digest`` is the digest of the cell's table (and known bugs) in this matrix file; its
+  implementation is the cell's ``impl``; its pytest arguments are ``layername cell``'s command plus only
+  output and parallelism options; it deselected nothing the cell's own ``pytest_args`` do not, and every
+  selected test has a result; it was made by this pytest-layername version from the expected commit
+  (``--commit``, default the HEAD of the checkout the gate runs in), from a clean tree (``--allow-dirty``
+  accepts changes), and ended at most ``--max-age-days`` ago, not in the future. A report that records no
+  commit (a run outside a git checkout, such as a GPU machine's copy of the tree) passes only with
+  ``--allow-no-commit``; a gate outside a checkout needs ``--commit`` or ``--allow-no-commit``.
+* Then it must match the cell: its torch satisfies the cell's spec, it ran on the cell's device, its
+  ``detected_mode`` equals the cell's ``expected_mode``, it ran exactly the cell's modes and exercised every
+  one (no ``not_exercised`` mode, no ``allow_not_exercised`` opt-out), it did not skip opaque-mode tests of
+  an unhoisted ``LayerName`` (``allow_unhoisted``) unless the cell allows it, its summary agrees with its
+  tests and stays within ``max_failed``/``min_passed``/``max_skipped``, the known torch bugs it hit (strict
+  expected failures) are exactly the cell's ``known_bugs``, and for each mode the maximum of each budgeted
+  stat over the cell's ``budget_tests`` run in that mode stays within that mode's budget (a budget that no
+  test recorded is a failure, not a pass).
+
+Every problem names the cell and the report field.
 """
 
 from __future__ import annotations
@@ -29,10 +44,63 @@ from typing import Any
 
 from packaging.version import InvalidVersion
 
-from .matrix import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, read_skip_marker
+from .cell import command_problem
+from .inputs import short
+from .matrix import DEFAULT_MATRIX, Cell, MatrixError, device_available, load_matrix, read_skip_marker
+from .provenance import git_state, project_version, resolve_commit
 from .report import ReportError, load_report, summarize
 
 PASSED, FAILED, MISSING, SKIPPED, NOT_GATED = "passed", "failed", "missing", "skipped", "not gated"
+#: how far in the future a run's end may lie (clocks of the machines that ran the cells)
+CLOCK_SKEW = dt.timedelta(minutes=5)
+DEFAULT_MAX_AGE_DAYS = 7.0
+
+
+class GateUsageError(ValueError):
+    """Gate options that cannot be acted on (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What every report must show beyond its cell: where it came from and when."""
+
+    commit: str | None  # the commit reports must come from; None: only with allow_no_commit
+    commit_source: str  # where ``commit`` came from, for the output
+    allow_no_commit: bool = False
+    allow_dirty: bool = False
+    max_age: dt.timedelta = dt.timedelta(days=DEFAULT_MAX_AGE_DAYS)
+    version: str = field(default_factory=project_version)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @classmethod
+    def resolve(
+        cls,
+        commit: str | None = None,
+        allow_no_commit: bool = False,
+        allow_dirty: bool = False,
+        max_age_days: float = DEFAULT_MAX_AGE_DAYS,
+        directory: str | os.PathLike[str] = ".",
+    ) -> Expectations:
+        """The expected commit: ``commit`` (a SHA or, in a checkout, any revision), else HEAD of ``directory``'s
+        checkout; outside one, :class:`GateUsageError` unless ``allow_no_commit``."""
+        if not max_age_days > 0:
+            raise GateUsageError(f"--max-age-days must be a positive number of days, got {max_age_days}")
+        if commit is not None:
+            resolved = resolve_commit(commit, directory)
+            if resolved is None:
+                raise GateUsageError(f"--commit {short(commit)} is neither a full commit SHA nor a revision here")
+            commit, source = resolved, "--commit"
+        else:
+            commit = git_state(directory)[0]
+            source = f"HEAD of the checkout at {Path(directory).resolve()}"
+            if commit is None and not allow_no_commit:
+                raise GateUsageError(
+                    f"no expected commit: {Path(directory).resolve()} is not a git checkout; pass --commit SHA "
+                    "(the commit the reports must come from) or --allow-no-commit"
+                )
+        if commit is None:
+            source = "not in a git checkout"
+        return cls(commit, source, allow_no_commit, allow_dirty, dt.timedelta(days=max_age_days))
 
 
 @dataclass
@@ -75,6 +143,7 @@ class GateResult:
 
     results: list[CellResult]
     stray: list[str] = field(default_factory=list)  # report files naming no cell
+    expect: Expectations | None = None
 
     @property
     def passed(self) -> bool:
@@ -86,38 +155,128 @@ class GateResult:
         return [r for r in self.results if r.status == NOT_GATED]
 
 
-def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: Path) -> None:
+def _check_identity(cell: Cell, run: dict[str, Any], problems: list[str]) -> None:
+    """The report is of this cell, as defined now, run the way ``layername cell`` runs it."""
+    if run["cell"] != cell.name:
+        problems.append(
+            f"run.cell: the report is of cell {short(run['cell'])}, not {cell.name!r} (another cell's report?)"
+            if run["cell"] is not None
+            else f"run.cell: the report is of no cell (run it with `layername cell {cell.name}`)"
+        )
+    elif run["cell_digest"] != cell.digest:
+        problems.append(
+            f"run.cell_digest: {str(run['cell_digest'])[:12]} is not this cell's {cell.digest[:12]}: the run was "
+            "made for another definition of the cell or of a known bug it lists (rerun the cell)"
+        )
+    if run["impl"] != cell.impl:
+        problems.append(f"run.impl: the run tested {short(run['impl'])}, the cell tests {cell.impl}")
+    if problem := command_problem(cell, run["pytest_args"]):
+        problems.append(f"run.pytest_args: {problem}")
+
+
+def _check_origin(run: dict[str, Any], expect: Expectations, problems: list[str]) -> None:
+    """The report was made by this version from the expected commit, recently."""
+    if run["project_version"] != expect.version:
+        made_by = short(run["project_version"])
+        problems.append(f"run.project_version: made by pytest-layername {made_by}, the gate is {expect.version}")
+    commit = run["git_commit"]
+    if commit is None and not expect.allow_no_commit:
+        problems.append(
+            "run.git_commit: the run recorded no commit (it ran outside a git checkout); "
+            "--allow-no-commit accepts such reports"
+        )
+    elif commit is not None and expect.commit is not None and commit != expect.commit:
+        problems.append(
+            f"run.git_commit: made from {commit[:12]}, not the expected {expect.commit[:12]} ({expect.commit_source})"
+        )
+    if run["git_dirty"] and not expect.allow_dirty:
+        problems.append("run.git_dirty: the run's checkout had uncommitted changes (commit, rerun; or --allow-dirty)")
+    start, end = _time(run["start"]), _time(run["end"])
+    if start is None:
+        problems.append(f"run.start: {short(run['start'])} is not an ISO 8601 time with a UTC offset")
+    if end is None:
+        problems.append(f"run.end: {short(run['end'])} is not an ISO 8601 time with a UTC offset (session not ended?)")
+    if start is None or end is None:
+        return
+    if end < start:
+        problems.append(f"run.end: {run['end']} is before run.start {run['start']}")
+    if end > expect.now + CLOCK_SKEW:
+        problems.append(f"run.end: {run['end']} is in the future (now {expect.now.isoformat(timespec='seconds')})")
+    elif expect.now - end > expect.max_age:
+        problems.append(f"run.end: {run['end']} is older than {expect.max_age.days} day(s) (--max-age-days)")
+
+
+def _check_collection(cell: Cell, run: dict[str, Any], tests: list[dict[str, Any]], problems: list[str]) -> None:
+    """The run kept every test it collected (beyond the cell's own selection) and reports each one."""
+    collected, selected, deselected = run["collected"], run["selected"], run["deselected"]
+    if collected is None or selected is None or deselected is None:
+        problems.append("run.collected: the run recorded no collection counts (it never finished collecting)")
+        return
+    if deselected and not cell.selects:
+        problems.append(
+            f"run.deselected: {deselected} of the {collected} collected tests were deselected (-k, -m, --deselect): "
+            "a subset of the suite"
+        )
+    if collected != selected + deselected:
+        problems.append(
+            f"run.selected: {selected} selected and {deselected} deselected of {collected} collected: "
+            f"{collected - selected - deselected} tests were dropped without being deselected"
+        )
+    if len(tests) != selected:
+        problems.append(f"tests: {len(tests)} results for the {selected} selected tests (run.selected)")
+
+
+def _check_modes(cell: Cell, run: dict[str, Any], problems: list[str]) -> None:
+    """The run exercised every mode the cell lists, and did not opt out of hoisting unless the cell allows it."""
+    if set(run["modes"]) != set(cell.run_modes):
+        problems.append(f"run.modes: the suite ran modes {list(run['modes'])}, the cell runs {list(cell.run_modes)}")
+    if missed := [m for m in cell.run_modes if m in run["not_exercised"]]:
+        why = "; ".join(f"{m}: {short(run['not_exercised'][m])}" for m in missed)
+        problems.append(f"run.not_exercised: the cell's mode(s) {', '.join(missed)} were not exercised ({why})")
+    if run["allow_not_exercised"] and (dropped := [m for m in cell.run_modes if m not in run["modes"]]):
+        problems.append(
+            f"run.allow_not_exercised: the run opted out of the cell's mode(s) {', '.join(dropped)} "
+            "(--layername-allow-not-exercised)"
+        )
+    if run["allow_unhoisted"] and not cell.allow_unhoisted:
+        problems.append(
+            "run.allow_unhoisted: the run skips opaque-mode tests of an unhoisted LayerName instead of failing "
+            "them (--layername-allow-unhoisted); the cell does not allow it (allow_unhoisted = true)"
+        )
+
+
+def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, expect: Expectations) -> None:
     problems = result.problems
     run = report["run"]  # load_report validated the report against its schema
+    result.run = run
     if report["complete"] is not True:
-        problems.append(f"report is incomplete: {report.get('incomplete_reason') or 'no reason given'}")
-    result.torch = run.get("torch")
-    if result.torch is None:
-        problems.append("report names no torch version (run.torch)")
-    else:
-        try:
-            if not cell.allows(result.torch):
-                problems.append(f"ran torch {result.torch}, which is not {cell.requirement} (wrong environment?)")
-        except InvalidVersion:
-            problems.append(f"run.torch {result.torch!r} is not a version")
+        problems.append(f"complete: the report is incomplete: {report.get('incomplete_reason') or 'no reason given'}")
+    _check_identity(cell, run, problems)
+    _check_origin(run, expect, problems)
+    tests = report["tests"]
+    _check_collection(cell, run, tests, problems)
+    result.torch = run["torch"]
+    try:
+        if not cell.allows(result.torch):
+            problems.append(f"run.torch: ran torch {result.torch}, which is not {cell.requirement} (wrong environment)")
+    except InvalidVersion:
+        problems.append(f"run.torch: {short(result.torch)} is not a version")
     device = run["device"]
     if device != cell.device:
-        problems.append(f"ran on device {device!r}, the cell is {cell.device!r}")
+        problems.append(f"run.device: ran on device {device!r}, the cell is {cell.device!r}")
     result.detected_mode = run["detected_mode"]
     if result.detected_mode != cell.expected_mode:
         problems.append(
-            f"detected mode {result.detected_mode!r} but torch {cell.torch} must detect {cell.expected_mode!r}"
+            f"run.detected_mode: detected mode {result.detected_mode!r} but torch {cell.torch} must detect "
+            f"{cell.expected_mode!r}"
         )
     result.modes = list(run["modes"])
-    result.run = run
-    if set(result.modes) != set(cell.run_modes):
-        problems.append(f"the suite ran modes {result.modes}, the cell runs {list(cell.run_modes)}")
+    _check_modes(cell, run, problems)
     result.seconds = _seconds(run["start"], run["end"])
 
-    tests = report["tests"]
     result.summary = report["summary"]
     if summarize(tests) != result.summary:
-        problems.append(f"summary {result.summary} disagrees with the {len(tests)} tests listed")
+        problems.append(f"summary: {result.summary} disagrees with the {len(tests)} tests listed")
     bad = result.summary["failed"] + result.summary["error"]
     if bad > cell.max_failed:
         failing = [t["nodeid"] for t in tests if t["outcome"] in ("failed", "error")]
@@ -135,13 +294,18 @@ def _check_report(cell: Cell, report: dict[str, Any], result: CellResult, path: 
         _check_stat_budgets(cell, mode, tests, result)
 
 
-def _seconds(start: str, end: str | None) -> float | None:
-    if end is None:
-        return None
+def _time(text: str | None) -> dt.datetime | None:
+    """An ISO 8601 time with a UTC offset, or None."""
     try:
-        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+        when = dt.datetime.fromisoformat(text) if text is not None else None
     except ValueError:
         return None
+    return when if when is not None and when.utcoffset() is not None else None
+
+
+def _seconds(start: str, end: str | None) -> float | None:
+    begun, ended = _time(start), _time(end)
+    return (ended - begun).total_seconds() if begun is not None and ended is not None else None
 
 
 def _check_known_bugs(cell: Cell, tests: list[dict[str, Any]], result: CellResult) -> None:
@@ -174,28 +338,56 @@ def _check_stat_budgets(cell: Cell, mode: str, tests: list[dict[str, Any]], resu
         )
 
 
-def evaluate_cell(cell: Cell, reports_dir: str | os.PathLike[str], required: bool, strict: bool = False) -> CellResult:
+def _judge_skip(cell: Cell, marker: Path, result: CellResult, required: bool, strict: bool) -> None:
+    """A skip marker stands for a cell only when this machine, too, lacks the cell's device."""
+    try:
+        reason = read_skip_marker(marker, cell.name)
+    except MatrixError as error:
+        result.problems.append(str(error))
+        return
+    if cell.device == "cpu":
+        result.problems.append(f"skip marker {marker}: a cpu cell always runs, this one is left over (rerun the cell)")
+        return
+    present, found = device_available(cell.device)
+    if present:
+        result.problems.append(
+            f"skip marker {marker} says {short(reason)}, but this machine has {cell.device} ({found}): "
+            "the cell can run here (rerun it)"
+        )
+        return
+    result.skip_reason = reason
+    result.status = NOT_GATED if required and not strict else SKIPPED
+    if required and strict:
+        result.problems.append(f"required cell was skipped (--strict): {reason}")
+
+
+def evaluate_cell(
+    cell: Cell,
+    reports_dir: str | os.PathLike[str],
+    required: bool,
+    strict: bool,
+    expect: Expectations,
+) -> CellResult:
     """Judge one cell from its report (or skip marker) in ``reports_dir``."""
     report_path = cell.report_path(reports_dir)
     marker_path = cell.skip_marker_path(reports_dir)
     result = CellResult(cell=cell, required=required, status=MISSING)
-    if not report_path.exists():
-        if marker_path.exists():
-            try:
-                result.skip_reason = read_skip_marker(marker_path)
-                result.status = NOT_GATED if required and not strict else SKIPPED
-                if required and strict:
-                    result.problems.append(f"required cell was skipped (--strict): {result.skip_reason}")
-            except MatrixError as error:
-                result.problems.append(str(error))
-            return result
+    report_there, marker_there = os.path.lexists(report_path), os.path.lexists(marker_path)
+    if report_there and marker_there:
+        result.status = FAILED
+        result.problems.append(f"both {report_path} and {marker_path}: results of two runs (rerun the cell)")
+        return result
+    if marker_there:
+        _judge_skip(cell, marker_path, result, required, strict)
+        return result
+    if not report_there:
         result.problems.append(
             f'no report {report_path} (run `nox -s "matrix({cell.name})"` or collect its reports here)'
         )
         return result
     try:
         report = load_report(report_path)
-        _check_report(cell, report, result, report_path)
+        _check_report(cell, report, result, expect)
     except ReportError as error:
         result.status = FAILED
         result.problems.append(str(error))
@@ -210,14 +402,18 @@ def run_gate(
     tiers: list[str] | None = None,
     names: list[str] | None = None,
     strict: bool = False,
+    expect: Expectations | None = None,
 ) -> GateResult:
     """Evaluate every cell of the matrix; the ones selected by ``tiers``/``names`` are required.
 
     ``strict`` (a release): a required cell skipped for a missing device fails instead of being not gated.
+    ``expect``: the commit, version and age every report must show (default: :meth:`Expectations.resolve`,
+    HEAD of the current directory's checkout).
     """
     matrix = load_matrix(matrix_path)
+    expect = expect or Expectations.resolve()
     required = {c.name for c in matrix.select(tiers or (), names or ())}
-    results = [evaluate_cell(c, reports_dir, c.name in required, strict) for c in matrix.cells]
+    results = [evaluate_cell(c, reports_dir, c.name in required, strict, expect) for c in matrix.cells]
     known = {c.report_path(reports_dir).name for c in matrix.cells}
     folder = Path(reports_dir)
     stray = sorted(
@@ -225,7 +421,7 @@ def run_gate(
         for p in (folder.glob("*.json") if folder.is_dir() else [])
         if p.name not in known and not p.name.endswith(".skipped.json")
     )
-    return GateResult(results=results, stray=stray)
+    return GateResult(results=results, stray=stray, expect=expect)
 
 
 def _budget_text(result: CellResult) -> str:
@@ -240,10 +436,17 @@ def _budget_text(result: CellResult) -> str:
     return ", ".join(parts) or "-"
 
 
+def _commit_text(run: dict[str, Any]) -> str:
+    if not run:
+        return "-"
+    commit = run.get("git_commit")
+    return f"{commit[:12]}{'+dirty' if run.get('git_dirty') else ''}" if commit else "none"
+
+
 def rows(gate: GateResult) -> list[list[str]]:
     """The gate table: a header row, then one row per cell."""
     table = [["cell", "tier", "required", "torch", "expected", "detected", "modes", "passed", "failed", "skipped"]]
-    table[0] += ["known bugs", "budgets", "verdict"]
+    table[0] += ["known bugs", "budgets", "commit", "verdict"]
     for r in gate.results:
         s = r.summary
         passed, skipped = (str(s["passed"]), str(s["skipped"])) if s is not None else ("-", "-")
@@ -263,6 +466,7 @@ def rows(gate: GateResult) -> list[list[str]]:
                 skipped,
                 ",".join(r.known_bugs) or "-",
                 _budget_text(r),
+                _commit_text(r.run),
                 r.verdict,
             ]
         )
@@ -310,8 +514,18 @@ def format_text(gate: GateResult) -> str:
         lines += ["", "problems:", *(f"  - {p}" for p in problems)]
     if not_gated := _not_gated_lines(gate):
         lines += ["", *not_gated]
-    lines += ["", _decision(gate)]
+    lines += ["", _expected_line(gate), _decision(gate)]
     return "\n".join(lines) + "\n"
+
+
+def _expected_line(gate: GateResult) -> str:
+    expect = gate.expect
+    if expect is None:
+        return "expected commit: -"
+    commit = expect.commit or "none"
+    flags = (("--allow-no-commit", expect.allow_no_commit), ("--allow-dirty", expect.allow_dirty))
+    extra = [flag for flag, on in flags if on]
+    return f"expected commit: {commit} ({expect.commit_source}){'; ' + ', '.join(extra) if extra else ''}"
 
 
 def format_markdown(gate: GateResult) -> str:
@@ -327,7 +541,7 @@ def format_markdown(gate: GateResult) -> str:
         lines += ["", "**Problems**", "", *(f"- {escape(p)}" for p in problems)]
     if not_gated := _not_gated_lines(gate):
         lines += ["", f"**{escape(not_gated[0])}**", "", *(f"- {escape(line.strip())}" for line in not_gated[1:])]
-    lines += ["", _decision(gate)]
+    lines += ["", escape(_expected_line(gate)), "", _decision(gate)]
     return "\n".join(lines) + "\n"
 
 
@@ -346,13 +560,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compat-md", metavar="PATH", help="also write the compatibility table (e.g. docs/compatibility.md)"
     )
+    p.add_argument(
+        "--commit",
+        metavar="REV",
+        help="the commit every report must come from (default: HEAD of the git checkout the gate runs in)",
+    )
+    p.add_argument(
+        "--allow-no-commit",
+        action="store_true",
+        help="accept reports that record no commit (runs outside a git checkout, e.g. a GPU machine's copy of the "
+        "tree); also lets the gate run outside a checkout without --commit",
+    )
+    p.add_argument("--allow-dirty", action="store_true", help="accept reports of runs from a checkout with changes")
+    p.add_argument(
+        "--max-age-days",
+        type=float,
+        default=DEFAULT_MAX_AGE_DAYS,
+        metavar="DAYS",
+        help="reject reports of runs that ended longer ago (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_gate)
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
     try:
-        gate = run_gate(args.matrix, args.reports_dir, args.tier, args.cell, strict=args.strict)
-    except MatrixError as error:
+        folder = Path(args.reports_dir)
+        if folder.exists() and not folder.is_dir():
+            raise GateUsageError(f"REPORTS_DIR {folder} is not a directory")
+        expect = Expectations.resolve(args.commit, args.allow_no_commit, args.allow_dirty, args.max_age_days)
+        gate = run_gate(args.matrix, args.reports_dir, args.tier, args.cell, strict=args.strict, expect=expect)
+    except (MatrixError, GateUsageError) as error:
         print(f"layername: error: {error}", file=sys.stderr)
         return 2
     print(format_text(gate), end="")
@@ -372,5 +609,5 @@ def _cmd_gate(args: argparse.Namespace) -> int:
             Path(args.compat_md).write_text(render(gate), encoding="utf-8")
     except OSError as error:
         print(f"layername: error: cannot write the gate summary: {error}", file=sys.stderr)
-        return 1
+        return 2
     return 0 if gate.passed else 1

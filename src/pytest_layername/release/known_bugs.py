@@ -18,6 +18,8 @@ from importlib import resources
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .provenance import digest
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -43,6 +45,7 @@ class KnownBug:
     tests: tuple[str, ...]  # fnmatch patterns of test node ids (mode parameter included)
     match: str  # regular expression the failure text must contain
     device: str | None = None  # "cpu" or "cuda" when the bug is specific to one
+    digest: str = ""  # sha256 of its registry entry: a cell's digest covers the bugs it lists
 
     def applies(self, torch_version: str, device: str) -> bool:
         """Whether this torch (local tags and pre-releases included) and device have the bug."""
@@ -84,7 +87,14 @@ def parse_registry(text: str, source: str = REGISTRY_FILE) -> dict[str, KnownBug
         if entry.get("device") not in (None, "cpu", "cuda"):
             raise KnownBugError(f"{where}: device must be 'cpu' or 'cuda'")
         bugs[bug_id] = KnownBug(
-            bug_id, entry["url"], entry["summary"], spec, tuple(entry["tests"]), entry["match"], entry.get("device")
+            bug_id,
+            entry["url"],
+            entry["summary"],
+            spec,
+            tuple(entry["tests"]),
+            entry["match"],
+            entry.get("device"),
+            digest(entry),
         )
     return bugs
 

@@ -2,7 +2,8 @@
 
 Each ``[cells.<name>]`` table is one cell: a torch version spec, the layer-name mode that torch must
 detect, a device, a tier, optional install options and budgets. Every problem is a :class:`MatrixError`
-naming the file, the cell and the field.
+naming the file, the cell and the field. A cell's :attr:`Cell.digest` pins its table (and the known bugs
+it lists) to the reports made for it: the gate accepts a report only for the definition it was run with.
 
 This module needs only the standard library and ``packaging`` (no torch): ``noxfile.py`` and the gate
 import it in an environment without torch. Cells' ``known_bugs`` are checked against :mod:`.known_bugs`.
@@ -26,7 +27,10 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from ..core.names import REFERENCE_IMPL
+from .inputs import InputError, read_json, read_text, short
 from .known_bugs import registry
+from .provenance import digest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,9 +43,27 @@ EXPECTED_MODES = ("string", "opaque")
 DEVICES = ("cpu", "cuda")
 DEFAULT_MATRIX = "matrix.toml"
 DEFAULT_REPORTS_DIR = "reports"
+#: A cell name: it becomes file names (``reports/<name>.json``) and nox session names, so a safe, short set.
+CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+IMPL_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+#: The largest matrix file and skip marker read.
+MAX_MATRIX_BYTES = 2**20
+MAX_MARKER_BYTES = 64 * 2**10
 
 REQUIRED_FIELDS = ("torch", "expected_mode", "device", "tier", "budgets")
-OPTIONAL_FIELDS = ("modes", "install", "budget_tests", "known_bugs", "pytest_args", "description")
+OPTIONAL_FIELDS = (
+    "modes",
+    "install",
+    "budget_tests",
+    "known_bugs",
+    "impl",
+    "allow_unhoisted",
+    "pytest_args",
+    "description",
+)
+#: pytest options with which a cell's own ``pytest_args`` choose a subset of the suite (the gate accepts the
+#: deselection they cause; nothing else may deselect)
+SELECTING_OPTIONS = ("-k", "-m", "--deselect")
 INSTALL_FIELDS = ("index_url", "extra_index_urls", "find_links", "pre")
 #: ``install = "preinstalled"``: use the torch already in the environment (GPU images, vendor containers).
 PREINSTALLED = "preinstalled"
@@ -102,8 +124,16 @@ class Cell:
     install: Install = field(default_factory=Install)
     budget_tests: tuple[str, ...] = ("*",)
     known_bugs: tuple[str, ...] = ()  # ids of known_bugs.toml this cell's torch must hit
+    impl: str = REFERENCE_IMPL  # the implementation module the suite runs against
+    allow_unhoisted: bool = False  # an unhoisted LayerName skips opaque-mode tests instead of failing them
     pytest_args: tuple[str, ...] = ()
     description: str = ""
+    digest: str = ""  # sha256 of the cell's table and of the known_bugs.toml entries it lists
+
+    @property
+    def selects(self) -> bool:
+        """Whether the cell's own ``pytest_args`` choose a subset (``-k``, ``-m``, ``--deselect``)."""
+        return any(arg.split("=", 1)[0] in SELECTING_OPTIONS for arg in self.pytest_args)
 
     @property
     def run_modes(self) -> tuple[str, ...]:
@@ -186,7 +216,7 @@ class Matrix:
         for cell in self.cells:
             if cell.name == name:
                 return cell
-        raise MatrixError(f"{self.path}: no cell named {name!r}; cells: {', '.join(c.name for c in self.cells)}")
+        raise MatrixError(f"{self.path}: no cell named {short(name)}; cells: {', '.join(c.name for c in self.cells)}")
 
     def select(self, tiers: Iterable[str] = (), names: Iterable[str] = ()) -> list[Cell]:
         """Cells in any of ``tiers`` or named in ``names``; all cells when both are empty."""
@@ -339,6 +369,19 @@ def _parse_known_bugs(value: Any, spec: SpecifierSet, device: str, where: str) -
     return ids
 
 
+def _parse_impl(value: Any, where: str) -> str:
+    impl = _expect(value, str, where, "impl")
+    if not IMPL_NAME.fullmatch(impl):
+        raise MatrixError(f"{where}: impl {short(impl)} is not a dotted module name (e.g. 'vllm.utils.torch_utils')")
+    return impl
+
+
+def cell_digest(name: str, table: dict[str, Any], known_bugs: Sequence[str]) -> str:
+    """The digest a report of cell ``name`` must carry: its table and the registry entries of its known bugs."""
+    bugs = registry()
+    return digest({"cell": name, "table": table, "known_bugs": {bug: bugs[bug].digest for bug in known_bugs}})
+
+
 def parse_cell(name: str, table: Any, where: str) -> Cell:
     """Validate one ``[cells.<name>]`` table into a :class:`Cell`."""
     _expect(table, dict, where, "the cell")
@@ -372,6 +415,7 @@ def parse_cell(name: str, table: Any, where: str) -> Cell:
         raise MatrixError(f"{where}: tier must not be empty")
     modes = _parse_modes(table.get("modes", [mode]), mode, where)
     summary, per_mode = _parse_budgets(table["budgets"], modes, where)
+    known_bugs = _parse_known_bugs(table.get("known_bugs", []), spec, device, where)
     return Cell(
         name=name,
         torch=spec,
@@ -383,9 +427,12 @@ def parse_cell(name: str, table: Any, where: str) -> Cell:
         modes=modes,
         install=_parse_install(table.get("install", {}), where),
         budget_tests=_patterns(table.get("budget_tests", ["*"]), where),
-        known_bugs=_parse_known_bugs(table.get("known_bugs", []), spec, device, where),
+        known_bugs=known_bugs,
+        impl=_parse_impl(table.get("impl", REFERENCE_IMPL), where),
+        allow_unhoisted=_expect(table.get("allow_unhoisted", False), bool, where, "allow_unhoisted"),
         pytest_args=_string_list(table.get("pytest_args", []), where, "pytest_args"),
         description=_expect(table.get("description", ""), str, where, "description"),
+        digest=cell_digest(name, table, known_bugs),
     )
 
 
@@ -398,9 +445,12 @@ def parse_matrix(data: dict[str, Any], path: str | os.PathLike[str]) -> Matrix:
         raise MatrixError(f"{source}: no cells; add at least one [cells.<name>] table")
     parsed = []
     for name, table in cells.items():
-        where = f"{source}: cell {name!r}"
-        if not name or any(ch.isspace() or ch in "()/\\," for ch in name):
-            raise MatrixError(f"{where}: a cell name may not be empty or hold spaces, parentheses, slashes or commas")
+        where = f"{source}: cell {short(name)}"
+        if not CELL_NAME.fullmatch(name):
+            raise MatrixError(
+                f"{where}: a cell name may not be empty or longer than 64 characters, and may hold only letters, "
+                "digits, '.', '_', '+' and '-', starting with a letter or digit (it names files and nox sessions)"
+            )
         parsed.append(parse_cell(name, table, where))
     return Matrix(path=source, cells=tuple(parsed))
 
@@ -409,15 +459,15 @@ def load_matrix(path: str | os.PathLike[str] = DEFAULT_MATRIX) -> Matrix:
     """Read and validate a matrix file; every problem is a :class:`MatrixError` naming the file."""
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MatrixError(f"matrix file {source} does not exist (pass --matrix PATH)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise MatrixError(f"matrix file {source} is unreadable: {error}") from error
+        text = read_text(source, "matrix file", MAX_MATRIX_BYTES, "pass --matrix PATH")
+    except InputError as error:
+        raise MatrixError(str(error)) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise MatrixError(f"matrix file {source} is not valid TOML: {error}") from error
+        raise MatrixError(f"matrix file {source} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise MatrixError(f"matrix file {source} is not valid TOML: nested too deeply") from None
     return parse_matrix(data, source)
 
 
@@ -431,13 +481,17 @@ def write_skip_marker(cell: Cell, reports_dir: str | os.PathLike[str], reason: s
     return path
 
 
-def read_skip_marker(path: str | os.PathLike[str]) -> str:
-    """The reason recorded in a skip marker; :class:`MatrixError` when it is unreadable."""
+def read_skip_marker(path: str | os.PathLike[str], cell_name: str | None = None) -> str:
+    """The reason recorded in a skip marker (of ``cell_name``, when given); :class:`MatrixError` otherwise."""
     try:
-        marker = json.loads(Path(path).read_text(encoding="utf-8"))
-        return str(marker["reason"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise MatrixError(f"skip marker {path} is unreadable ({type(error).__name__}: {error})") from error
+        marker = read_json(path, "skip marker", MAX_MARKER_BYTES)
+    except InputError as error:
+        raise MatrixError(str(error)) from None
+    if not isinstance(marker, dict) or not isinstance(marker.get("reason"), str):
+        raise MatrixError(f"skip marker {path} is unreadable: not an object with a 'reason' string")
+    if cell_name is not None and marker.get("cell") != cell_name:
+        raise MatrixError(f"skip marker {path} is of cell {short(marker.get('cell'))}, not {cell_name!r}")
+    return marker["reason"]
 
 
 def device_available(device: str) -> tuple[bool, str]:

@@ -177,6 +177,7 @@ class PiecewiseBackend:
                 compile_seconds=seconds,
                 fx_graph_cache=fx_cache,
                 aot_autograd_cache=aot_cache,
+                cache_warm=self.pieces.cache_warm,
             ),
             inner_compiler_ran=self.compiler == "inductor" or compiled,
         )

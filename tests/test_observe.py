@@ -134,7 +134,7 @@ def test_engine_counters_are_read_as_deltas_beside_torchs(fresh_cache: Any) -> N
 
 
 def test_engine_adapter_errors_name_the_problem() -> None:
-    with pytest.raises(EngineCountersError, match="no counter.*missing"):
+    with pytest.raises(EngineCountersError, match=r"no counter.*missing"):
         AttributeCounters("toy", ToyCounters(), saved="missing")
     with pytest.raises(EngineCountersError, match="not a dataclass; name its fields"):
         AttributeCounters("toy", object()).read()

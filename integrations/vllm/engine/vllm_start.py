@@ -64,9 +64,12 @@ def layer_name_ops(graph: Any) -> list[str]:
 
     found = []
     for node in graph.graph.nodes:
-        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-        if isinstance(node.target, torch._ops.OpOverload) and any(a.name == "layer_name" for a in schema.arguments):
-            found.append(schema.name)
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload | torch._ops.OpOverloadPacket):
+            continue
+        overload = target.default if isinstance(target, torch._ops.OpOverloadPacket) else target
+        if any(argument.name == "layer_name" for argument in overload._schema.arguments):
+            found.append(overload._schema.name)
     return found
 
 

@@ -1,6 +1,8 @@
 """What compiling costs, as torch reports it.
 
 Owns the piecewise backend (:mod:`.backend`), structural graph hashing (:mod:`.graph_hash`), compile
-statistics (:mod:`.stats`), sessions that read them from torch (:mod:`.session`), count expectations and
-measurement of the reference models (:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
+statistics (:mod:`.stats`), sessions that read them from torch and observe compiles they do not drive
+(:mod:`.session`), engine counter adapters (:mod:`.engines`), start-ups in fresh processes on a cache
+directory (:mod:`.process_start`), count expectations and measurement of the reference models
+(:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
 """

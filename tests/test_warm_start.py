@@ -105,3 +105,16 @@ def test_compile_cache_records_every_start_in_the_report(pytester: pytest.Pytest
     assert [s["label"] for s in stats["process_starts"]] == ["first", "second"]
     assert stats["pieces"] == 3 and stats["process_starts"][1]["counts"]["pieces"] == 3
     assert all(s["seconds"] > 0 and s["result"]["max_abs_error"] == 0.0 for s in stats["process_starts"])
+
+
+def test_a_start_asserts_engine_counters_as_compile_counter_does() -> None:
+    """``ProcessStart.expect(engine={...})`` checks an engine adapter's counters (the engine stage's warm
+    starts assert vLLM's compiles this way); a wrong value fails naming the counter."""
+    from pytest_layername.compile.process_start import ProcessStart
+    from pytest_layername.compile.stats import CompileStats
+
+    stats = CompileStats(artifacts_loaded=3, artifacts_source="toy", engine_counts={"toy.compiles": 0})
+    start = ProcessStart("warm", "toy:start", "/cache", stats, result=None, seconds=1.0, target_seconds=0.5, torch="x")
+    start.expect(artifacts_loaded=3, engine={"toy.compiles": 0})
+    with pytest.raises(CountMismatch, match=r"(?s)warm start on /cache: .*toy\.compiles\s+2\s+0"):
+        start.expect(engine={"toy.compiles": 2})

@@ -53,13 +53,16 @@ class ProcessStart:
     artifacts_saved_to: str | None = None  # file written by torch.compiler.save_cache_artifacts()
     cache_artifacts: dict[str, dict[str, int]] = field(default_factory=dict)  # "saved"/"loaded": type -> count
 
-    def expect(self, *, allow_hash_disagreements: bool = False, **counts: int) -> None:
-        """Assert this start's counts (``fx_graph_cache_hits=33, fx_graph_cache_misses=0, artifacts_saved=0``)."""
+    def expect(
+        self, *, allow_hash_disagreements: bool = False, engine: Mapping[str, int] | None = None, **counts: int
+    ) -> None:
+        """Assert this start's counts (``fx_graph_cache_hits=33, fx_graph_cache_misses=0, artifacts_saved=0``)
+        and engine counters (``engine={"vllm.num_inductor_compiles": 0}``)."""
         __tracebackhide__ = True
         from .expectations import CountMismatch, expect_counts
 
         try:
-            expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, **counts)
+            expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, **counts, **(engine or {}))
         except CountMismatch as error:
             raise CountMismatch(f"{self.label} start on {self.cache_dir}: {error}") from None
 

@@ -94,9 +94,10 @@ def render(report: dict[str, Any], stages: list[dict[str, Any]] | None = None) -
             f"| {', '.join(sorted(outcome))} |"
         )
     lines += ["", *why(table), "", "### Seconds per start (fresh process: imports, compile or load, generate)", ""]
-    lines += ["| start | seconds | of which the engine's start and generation |", "|---|---|---|"]
+    lines += ["| start | seconds | of which the engine's start and generation | test |", "|---|---|---|---|"]
     for start in starts:
-        lines.append(f"| {start['label']} | {start['seconds']:.1f} | {start['target_seconds']:.1f} |")
+        test = start["test"].rsplit("::", 1)[-1]
+        lines.append(f"| {start['label']} | {start['seconds']:.1f} | {start['target_seconds']:.1f} | {test} |")
     if stages:
         lines += ["", "### `nox -s vllm`: time per stage", "", "| stage | seconds | status |", "|---|---|---|"]
         lines += [f"| {s['stage']} | {s['seconds']:.0f} | {s['status']} |" for s in stages]

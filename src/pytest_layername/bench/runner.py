@@ -31,10 +31,12 @@ import torch
 
 from ..compile.backend import INNER_COMPILERS
 from ..compile.measure import USAGE_ERRORS, measure_compile, warm_up_compiler
+from ..compile.process_start import ProcessStartError
 from ..core.environment import check_device, environment_facts
 from ..core.implementation import REFERENCE_IMPL, load_implementation
 from ..core.modes import MODES, REQUESTABLE, resolve_modes
 from ..harness.models import MODEL_NAMES
+from .starts import engine_starts, measure_reference_starts
 from .startup import measure_startup
 
 DEFAULT_MODELS = ("decoder", "moe")
@@ -301,6 +303,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=True,
         help="time a plain pytest run with the plugin against -p no:layername",
     )
+    p.add_argument(
+        "--starts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cold and warm start-ups in fresh processes, both modes (reference decoder; the engine's from its report)",
+    )
+    p.add_argument("--start-layers", type=int, default=32, help="layers of the decoder started cold and warm")
+    p.add_argument("--start-rounds", type=int, default=2, help="cold-then-warm rounds per mode")
+    p.add_argument(
+        "--engine-report",
+        type=Path,
+        default=Path("reports") / "vllm-engine.json",
+        help="the engine stage's report (nox -s vllm), read for the real engine's start times when present",
+    )
     p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell and per warm-up")
     p.add_argument("--suite-timeout", type=float, default=1800, help="seconds per suite run")
     p.add_argument("--from-json", type=Path, help="re-render the report from a saved benchmarks.json, run nothing")
@@ -316,6 +332,8 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--impl", args.impl]
     words += ["--out-dir", str(args.out_dir), "--suite" if args.suite else "--no-suite"]
     words += ["--startup" if args.startup else "--no-startup"]
+    words += ["--starts" if args.starts else "--no-starts", "--start-layers", str(args.start_layers)]
+    words += ["--start-rounds", str(args.start_rounds), "--engine-report", str(args.engine_report)]
     return shlex.join(words)
 
 
@@ -347,6 +365,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cells_seconds = time.perf_counter() - wall
         suite = run_suite_timing(args.suite_timeout) if args.suite else {"available": False, "reason": "--no-suite"}
         startup = measure_startup() if args.startup else {"available": False, "reason": "--no-startup"}
+        if args.starts:
+            try:
+                reference = measure_reference_starts(
+                    layers=args.start_layers, rounds=args.start_rounds, compiler=args.compiler,
+                    timeout=args.cell_timeout,
+                )  # fmt: skip
+            except ProcessStartError as error:
+                print(f"layername: error: {error}", file=sys.stderr)
+                return 1
+            starts = {"reference": reference, "engine": engine_starts(args.engine_report)}
+        else:
+            starts = {"reference": {"available": False, "reason": "--no-starts"}, "engine": {"available": False,
+                      "reason": "--no-starts"}}  # fmt: skip
         data = {
             "command": command_line(args),
             "date": started.isoformat(timespec="seconds"),
@@ -360,6 +391,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "cells": cells,
             "suite": suite,
             "startup": startup,
+            "starts": starts,
             "total_seconds": time.perf_counter() - wall,
         }
     paths = write_outputs(data, args.out_dir)

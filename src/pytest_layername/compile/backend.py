@@ -178,6 +178,7 @@ class PiecewiseBackend:
                 fx_graph_cache=fx_cache,
                 aot_autograd_cache=aot_cache,
                 nodes=signature.nodes,
+                cache_warm=self.pieces.cache_warm,
             ),
             inner_compiler_ran=self.compiler == "inductor" or compiled,
         )

@@ -1,44 +1,98 @@
-"""A compile session: fresh Dynamo state, backends that report into it, statistics read from torch."""
+"""A compile session: backends that report into it, statistics read from torch (and from an engine).
+
+:func:`compile_session` starts from fresh Dynamo state for what the caller compiles itself;
+:func:`observe_compile` leaves Dynamo alone and counts whatever is compiled inside it, whoever drives the
+compile (an engine's start-up), from torch's global counters and any engine adapter (:mod:`.engines`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 import torch._dynamo.utils as dynamo_utils
 
 from .backend import PiecewiseBackend
+from .engines import AttributeCounters
 from .graph_breaks import GraphBreakLog
 from .stats import COUNTER_FIELDS, CompileStats, PieceLog, Recompile
 
+FX_GRAPH_SAVED = "fx_graph_cache_saved"
 
-def _counter_values() -> dict[str, int]:
+
+def _fx_graph_cache_writes() -> int | None:
+    """FX-graph cache entries inductor wrote to its local cache (its ``cache_stats``), None where not kept."""
+    try:
+        from torch._inductor.remote_cache import cache_stats
+    except ImportError:
+        return None
+    stats = getattr(cache_stats, "_stats", None)
+    return None if stats is None else int(stats["LocalFxGraphCache"].put)
+
+
+def fx_graph_cache_has_entries() -> bool:
+    """Whether inductor's FX-graph cache directory (under ``TORCHINDUCTOR_CACHE_DIR``) holds any entry."""
+    from torch._inductor.codecache import FxGraphCache
+
+    folder = Path(FxGraphCache._get_tmp_dir())
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _counter_values() -> dict[str, int | None]:
     counters = dynamo_utils.counters
-    return {name: int(counters[group][key]) for name, (group, key) in COUNTER_FIELDS.items()}
+    values: dict[str, int | None] = {name: int(counters[group][key]) for name, (group, key) in COUNTER_FIELDS.items()}
+    values[FX_GRAPH_SAVED] = _fx_graph_cache_writes()
+    return values
+
+
+def _delta(now: int | None, before: int | None) -> int | None:
+    return None if now is None or before is None else now - before
 
 
 class CompileSession:
     """Collects :class:`~.stats.CompileStats` for everything compiled between ``start()`` and now.
 
-    Starting resets Dynamo, so frames compiled before do not count and guards from earlier tests do
-    not turn compiles into cache hits. Backends built with :meth:`backend` record their pieces here; Dynamo's
-    graph-break log is collected until ``stop()``.
+    ``reset`` (the default) resets Dynamo on start, so frames compiled before do not count and guards from
+    earlier tests do not turn compiles into cache hits; without it, whatever runs compiles as it would have
+    (nothing is cleared) and only what happens after start counts. Backends built with :meth:`backend`
+    record their pieces here; ``engines`` add their own counters; Dynamo's graph-break log is collected
+    until ``stop()``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, engines: Iterable[AttributeCounters] = (), reset: bool = True) -> None:
         self.pieces = PieceLog()
         self.graph_break_log = GraphBreakLog()
-        self._baseline: dict[str, int] = {}
+        self.engines = list(engines)
+        self.reset = reset
+        self._baseline: dict[str, int | None] = {}
+        self._engine_baseline: dict[str, int] = {}
+        self._metrics_start = 0
         self._metrics_limit_before: int | None = None
 
     def start(self) -> None:
-        torch._dynamo.reset()
-        dynamo_utils.clear_compilation_metrics()
+        if self.reset:
+            torch._dynamo.reset()
+            dynamo_utils.clear_compilation_metrics()
         self._metrics_limit_before = dynamo_utils._compilation_metrics.maxlen
         dynamo_utils.set_compilation_metrics_limit(1_000_000)
+        self._metrics_start = len(dynamo_utils.get_compilation_metrics())
+        self.pieces.cache_warm = fx_graph_cache_has_entries()
         self._baseline = _counter_values()
         self.graph_break_log.attach()
+        self._engine_baseline = self._engine_values()
+
+    def watch(self, engine: AttributeCounters) -> None:
+        """Count ``engine``'s counters too, from now on."""
+        self.engines.append(engine)
+        self._engine_baseline.update(self._engine_values([engine]))
+
+    def _engine_values(self, engines: Iterable[AttributeCounters] | None = None) -> dict[str, int]:
+        values = {}
+        for engine in self.engines if engines is None else engines:
+            values.update({f"{engine.name}.{name}": value for name, value in engine.read().items()})
+        return values
 
     def stop(self) -> None:
         self.graph_break_log.detach()
@@ -54,8 +108,17 @@ class CompileSession:
     def stats(self) -> CompileStats:
         """The statistics so far (read afresh from torch on every access)."""
         now = _counter_values()
-        deltas = {name: now[name] - self._baseline.get(name, 0) for name in COUNTER_FIELDS}
-        frames = [m for m in dynamo_utils.get_compilation_metrics() if not m.is_runtime and m.is_forward is not False]
+        deltas = {name: _delta(now[name], self._baseline.get(name)) for name in now}
+        engine_now = self._engine_values()
+        engine_counts = {name: value - self._engine_baseline.get(name, 0) for name, value in engine_now.items()}
+        saved, loaded, source = deltas[FX_GRAPH_SAVED], deltas["fx_graph_cache_hits"], "torch"
+        for engine in self.engines:  # the engine's own count of artifacts, where its adapter names one
+            if engine.saved or engine.loaded:
+                source = engine.name
+                saved = engine_counts[f"{engine.name}.{engine.saved}"] if engine.saved else saved
+                loaded = engine_counts[f"{engine.name}.{engine.loaded}"] if engine.loaded else loaded
+        metrics = dynamo_utils.get_compilation_metrics()[self._metrics_start :]
+        frames = [m for m in metrics if not m.is_runtime and m.is_forward is not False]
         recompiles = [m for m in frames if (m.cache_size or 0) > 0 or m.recompile_reason]
         recompile_frames = [
             Recompile(str(m.compile_id), m.co_name or "?", f"{m.co_filename}:{m.co_firstlineno}", reason.strip())
@@ -75,7 +138,11 @@ class CompileSession:
             compile_seconds=self.pieces.compile_seconds,
             hash_disagreements=sum(p.disagreement is not None for p in pieces),
             piece_records=list(pieces),
-            **deltas,
+            artifacts_saved=saved,
+            artifacts_loaded=loaded,  # type: ignore[arg-type]
+            artifacts_source=source,
+            engine_counts=engine_counts,
+            **deltas,  # type: ignore[arg-type]
         )
 
 
@@ -91,6 +158,22 @@ def compile_session(fresh_inductor_cache: bool = True) -> Iterator[CompileSessio
         finally:
             session.stop()
             torch._dynamo.reset()
+
+
+@contextlib.contextmanager
+def observe_compile(engines: Iterable[AttributeCounters] = ()) -> Iterator[CompileSession]:
+    """Count what is compiled inside the block, whoever compiles it: no reset, the caller's inductor cache.
+
+    ``with observe_compile([vllm_counters()]) as seen: LLM(...)`` then ``seen.stats`` (or
+    :func:`~.expectations.expect_counts`) has Dynamo's frames, graphs and recompiles, torch's FX-graph and
+    AOT-autograd cache hits, misses, bypasses and writes, and the engine's counters, all as deltas.
+    """
+    session = CompileSession(engines, reset=False)
+    session.start()
+    try:
+        yield session
+    finally:
+        session.stop()
 
 
 def _fresh_inductor_cache() -> contextlib.AbstractContextManager[None]:

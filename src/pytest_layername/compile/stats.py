@@ -3,7 +3,10 @@
 Sources: Dynamo's ``CompilationMetrics`` (frames, recompiles and their guard failures), its graph-break
 counters and log (:mod:`.graph_breaks`) and ``counters``
 (``stats.unique_graphs``; ``inductor.fxgraph_cache_{hit,miss,bypass}``; ``aot_autograd.autograd_cache_{hit,
-miss,bypass}``), as deltas over the session. ``inductor_compiles`` is FX-graph-cache misses plus bypasses.
+miss,bypass,saved}``), inductor's cache statistics (FX-graph cache entries written), and the counters of any
+engine adapter (:mod:`.engines`), as deltas over the session. ``inductor_compiles`` is FX-graph-cache misses
+plus bypasses. ``artifacts_saved`` / ``artifacts_loaded`` are the engine's own counts where its adapter names
+them (vLLM: ``num_compiled_artifacts_saved`` / ``_loaded``), else torch's FX-graph cache writes / hits.
 Per piece, the backend records the cache outcome torch reported for that piece's ``compile_fx`` call and
 the structural hash's opinion (:mod:`.graph_hash`); where they differ the piece is a *hash disagreement*.
 """
@@ -29,6 +32,7 @@ COUNTER_FIELDS = {
     "fx_graph_cache_misses": ("inductor", "fxgraph_cache_miss"),
     "fx_graph_cache_bypasses": ("inductor", "fxgraph_cache_bypass"),
     "aot_autograd_cache_bypasses": ("aot_autograd", "autograd_cache_bypass"),
+    "aot_autograd_cache_saved": ("aot_autograd", "autograd_cache_saved"),
 }
 CacheOutcome = str  # "hit" | "miss" | "bypass" | "none" (torch reported no lookup)
 
@@ -87,11 +91,16 @@ class PieceRecord:
     fx_graph_cache: CacheOutcome | None = None  # inductor only: what torch's caches reported for this piece
     aot_autograd_cache: CacheOutcome | None = None
     nodes: tuple[RenderedNode, ...] = field(default=(), repr=False)  # as hashed, for diffs (not in reports)
+    cache_warm: bool = False  # the FX-graph cache held entries when the session started (a warm start)
 
     @property
     def disagreement(self) -> str | None:
-        """Where torch decided (inductor) and the hash says otherwise: why, else None."""
-        if self.fx_graph_cache is None or self.hash_new == self.compiled:
+        """Where torch decided (inductor) and the hash says otherwise: why, else None.
+
+        On a warm cache a piece the session has not seen may load an artifact an earlier process wrote:
+        only a piece the hash has seen that torch compiles anew is a disagreement there.
+        """
+        if self.fx_graph_cache is None or self.hash_new == self.compiled or (self.cache_warm and self.hash_new):
             return None
         if self.compiled:
             return (
@@ -140,7 +149,13 @@ class CompileStats:
     fx_graph_cache_misses: int = 0
     fx_graph_cache_bypasses: int = 0
     aot_autograd_cache_bypasses: int = 0
+    aot_autograd_cache_saved: int = 0
+    fx_graph_cache_saved: int | None = 0  # None: this torch keeps no count of FX-graph cache writes
+    artifacts_saved: int | None = 0
+    artifacts_loaded: int = 0
+    artifacts_source: str = "torch"  # "torch" (FX-graph cache) or the engine adapter that counted them
     hash_disagreements: int = 0
+    engine_counts: dict[str, int] = field(default_factory=dict)  # "<engine>.<counter>": delta
     piece_records: list[PieceRecord] = field(default_factory=list)
 
     COUNT_FIELDS = (
@@ -157,11 +172,16 @@ class CompileStats:
         "fx_graph_cache_misses",
         "fx_graph_cache_bypasses",
         "aot_autograd_cache_bypasses",
+        "aot_autograd_cache_saved",
+        "fx_graph_cache_saved",
+        "artifacts_saved",
+        "artifacts_loaded",
         "hash_disagreements",
     )
 
-    def counts(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.COUNT_FIELDS}
+    def counts(self) -> dict[str, int | None]:
+        """Every count field, then each engine counter (``"vllm.num_compiled_artifacts_saved"``, ...)."""
+        return {**{name: getattr(self, name) for name in self.COUNT_FIELDS}, **self.engine_counts}
 
     @property
     def recompile_reasons(self) -> list[str]:
@@ -179,7 +199,9 @@ class CompileStats:
         return [d for p in self.piece_records if (d := p.disagreement)]
 
     def as_dict(self) -> dict[str, Any]:
-        data = {**self.counts(), "compile_seconds": round(self.compile_seconds, 4)}
+        data: dict[str, Any] = {name: getattr(self, name) for name in self.COUNT_FIELDS}
+        data.update(compile_seconds=round(self.compile_seconds, 4), artifacts_source=self.artifacts_source)
+        data["engine_counts"] = dict(self.engine_counts)
         data["recompile_reasons"] = self.recompile_reasons
         data["graph_breaks"] = [b.as_dict() for b in self.graph_breaks]
         data["pieces_detail"] = [p.as_dict() for p in self.piece_records]
@@ -191,6 +213,7 @@ class PieceLog:
 
     def __init__(self) -> None:
         self.pieces: list[PieceRecord] = []
+        self.cache_warm = False  # set by the session: its FX-graph cache held entries at start
         self.backend_compilations = 0
         self.compile_seconds = 0.0
         self._digests: set[str] = set()

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,7 +28,7 @@ from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properti
 
 if TYPE_CHECKING:
     from ..core.implementation import Implementation
-    from .counters import CompileCounter, FusionMatches
+    from .counters import CompileCache, CompileCounter, FusionMatches
     from .run import LayerNameRun
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -46,7 +47,15 @@ MARKER_NAMES = frozenset({*MARKERS, *(alias for _, alias in MARKERS.values() if 
 SLOW_MARKER = "slow: long-running cells (many layers, inductor at scale); deselect with -m 'not slow'"
 #: fixtures whose use turns the plugin on (each needs the run)
 FIXTURES = frozenset(
-    {"layername_mode", "layername_impl", "layername_device", "compile_counter", "fusion_matches", "layername_roundtrip"}
+    {
+        "layername_mode",
+        "layername_impl",
+        "layername_device",
+        "compile_counter",
+        "compile_cache",
+        "fusion_matches",
+        "layername_roundtrip",
+    }
 )
 RUN_KEY = pytest.StashKey["LayerNameRun"]()
 HEADER_SHOWN_KEY = pytest.StashKey[bool]()
@@ -318,6 +327,26 @@ def compile_counter(request: pytest.FixtureRequest, layername_inductor_cache: st
             yield CompileCounter(session, _mode_of(request), footer=trace_footer(request.node))
         finally:
             request.node.user_properties.extend(stats_properties(session.stats.as_dict(), CompileStats.COUNT_FIELDS))
+
+
+@pytest.fixture
+def compile_cache(
+    request: pytest.FixtureRequest, tmp_path: Path, layername_impl: Implementation, layername_device: str
+) -> Iterator[CompileCache]:
+    """The test's own compile cache directory, and start-ups in fresh processes on it: a second start on
+    the same directory is a warm start. The last start's statistics, with every start's counts
+    (``process_starts``), are the test's statistics in the report.
+    """
+    from ..compile.stats import CompileStats
+    from .counters import CompileCache
+
+    cache = CompileCache(tmp_path / "compile-cache", _mode_of(request), layername_impl.module_name, layername_device)
+    try:
+        yield cache
+    finally:
+        recorded = cache.report()
+        if recorded is not None:
+            request.node.user_properties.extend(stats_properties(recorded, CompileStats.COUNT_FIELDS))
 
 
 @pytest.fixture

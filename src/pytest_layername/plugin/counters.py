@@ -1,16 +1,22 @@
-"""The objects behind ``compile_counter`` and ``fusion_matches`` (imports torch; the fixtures load it on use)."""
+"""The objects behind ``compile_counter``, ``compile_cache`` and ``fusion_matches`` (they import torch; the
+fixtures load them on use)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..compile.engines import AttributeCounters, engine_counters
 from ..compile.expectations import expect_counts
+from ..compile.process_start import ProcessStart, start_process
 from ..compile.session import CompileSession
 from ..compile.stats import CompileStats
 from ..fusion.log import FusionLog
+
+REFERENCE_TARGET = "pytest_layername.compile.process_start:start_reference"
 
 
 class CompileCounter:
@@ -31,17 +37,87 @@ class CompileCounter:
         """``torch.compile(fn)`` with the piecewise backend reporting into this counter."""
         return torch.compile(fn, backend=self.backend(compiler, kwargs.pop("splitting_ops", None)), **kwargs)
 
+    def watch(self, engine: AttributeCounters | str) -> None:
+        """Count an engine's own counters too, from now on (an adapter, ``"vllm"`` or ``"module:factory"``)."""
+        self.session.watch(engine_counters(engine) if isinstance(engine, str) else engine)
+
     @property
     def stats(self) -> CompileStats:
         return self.session.stats
 
-    def expect(self, *, allow_hash_disagreements: bool = False, **counts: int) -> None:
-        """Assert the named counts (``unique_pieces=3, inductor_compiles=3, recompiles=0``, ...).
+    def expect(
+        self, *, allow_hash_disagreements: bool = False, engine: Mapping[str, int] | None = None, **counts: int
+    ) -> None:
+        """Assert the named counts (``unique_pieces=3, inductor_compiles=3, recompiles=0``, ...) and engine
+        counters (``engine={"vllm.num_compiled_artifacts_saved": 3}``).
 
         Fails too where the structural hash and torch's FX-graph cache disagreed on a piece, unless allowed.
         """
         __tracebackhide__ = True
-        expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, footer=self.footer, **counts)
+        expect_counts(
+            self.stats,
+            allow_hash_disagreements=allow_hash_disagreements,
+            footer=self.footer,
+            **counts,
+            **(engine or {}),
+        )
+
+
+class CompileCache:
+    """A test's own compile cache directory, and start-ups in fresh processes on it (cold, then warm)."""
+
+    def __init__(self, path: Path, mode: str | None, impl: str, device: str) -> None:
+        self.path = path
+        self.mode = mode
+        self.impl = impl
+        self.device = device
+        self.starts: list[ProcessStart] = []
+
+    def directory(self, name: str) -> Path:
+        """Another cache directory of this test (e.g. an empty one to load saved artifacts into)."""
+        return self.path.parent / name
+
+    def start(
+        self,
+        target: str,
+        *,
+        label: str | None = None,
+        cache_dir: Path | None = None,
+        engines: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        save_cache_artifacts: bool = False,
+        load_cache_artifacts: str | Path | None = None,
+        **kwargs: Any,
+    ) -> ProcessStart:
+        """``target(session, **kwargs)`` (``"module:function"``) in a fresh process on this test's cache
+        (or ``cache_dir``); ``save_cache_artifacts`` writes ``torch.compiler.save_cache_artifacts()`` to
+        ``ProcessStart.artifacts_saved_to``; ``load_cache_artifacts`` loads such a file first."""
+        label = label or f"start {len(self.starts) + 1}"
+        saved = self.path.parent / f"{label.replace(' ', '-')}.artifacts" if save_cache_artifacts else None
+        start = start_process(
+            target, kwargs, cache_dir=cache_dir or self.path, label=label, engines=engines, env=env,
+            save_cache_artifacts=saved, load_cache_artifacts=load_cache_artifacts,
+        )  # fmt: skip
+        self.starts.append(start)
+        return start
+
+    def start_reference(
+        self, model: str, layers: int, mode: str | None = None, *, compiler: str = "inductor", **options: Any
+    ) -> ProcessStart:
+        """A reference model compiled and run once in a fresh process, in ``mode`` (default: the test's)."""
+        mode = mode or self.mode
+        if mode is None:
+            raise ValueError("compile_cache.start_reference needs a mode: use layername_mode or pass mode=")
+        return self.start(
+            REFERENCE_TARGET, model=model, layers=layers, mode=mode, impl=self.impl, compiler=compiler,
+            device=self.device, **options,
+        )  # fmt: skip
+
+    def report(self) -> dict[str, Any] | None:
+        """The last start's statistics with every start's summary (``process_starts``), or None."""
+        if not self.starts:
+            return None
+        return {**self.starts[-1].stats.as_dict(), "process_starts": [s.summary() for s in self.starts]}
 
 
 class FusionMatches:

@@ -1,0 +1,216 @@
+"""Start-ups in fresh processes on a cache directory: what a server's cold and warm starts compile.
+
+:func:`start_process` runs ``target(session, **kwargs)`` in a new Python process
+(``python -m pytest_layername.compile.process_start``) with ``TORCHINDUCTOR_CACHE_DIR`` set to the given
+directory, inside :func:`~.session.observe_compile` (plus any engine adapters), and returns what torch and
+the engine counted there. A second start on the same directory is a warm start. Optionally the child
+carries its artifacts out with ``torch.compiler.save_cache_artifacts()`` or loads a file of them with
+``torch.compiler.load_cache_artifacts()`` before the target runs (into an empty directory: a warm start
+from artifacts alone). :func:`start_reference` is the target for the reference models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.implementation import REFERENCE_IMPL
+from .stats import CompileStats
+
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+class ProcessStartError(RuntimeError):
+    """A fresh-process start that failed or could not be run."""
+
+
+class CacheArtifactsUnavailable(ProcessStartError):
+    """This torch has no ``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``."""
+
+
+@dataclass
+class ProcessStart:
+    """One start in a fresh process: torch's and the engine's counts, the target's result, wall seconds."""
+
+    label: str
+    target: str
+    cache_dir: str
+    stats: CompileStats
+    result: Any
+    seconds: float  # the child process, from launch to exit (imports, compile or cache load, the target's run)
+    target_seconds: float  # the target alone, inside the child
+    torch: str
+    artifacts_saved_to: str | None = None  # file written by torch.compiler.save_cache_artifacts()
+    cache_artifacts: dict[str, dict[str, int]] = field(default_factory=dict)  # "saved"/"loaded": type -> count
+
+    def expect(
+        self, *, allow_hash_disagreements: bool = False, engine: Mapping[str, int] | None = None, **counts: int
+    ) -> None:
+        """Assert this start's counts (``fx_graph_cache_hits=33, fx_graph_cache_misses=0, artifacts_saved=0``)
+        and engine counters (``engine={"vllm.num_inductor_compiles": 0}``)."""
+        __tracebackhide__ = True
+        from .expectations import CountMismatch, expect_counts
+
+        try:
+            expect_counts(self.stats, allow_hash_disagreements=allow_hash_disagreements, **counts, **(engine or {}))
+        except CountMismatch as error:
+            raise CountMismatch(f"{self.label} start on {self.cache_dir}: {error}") from None
+
+    def summary(self) -> dict[str, Any]:
+        """What the report records of this start."""
+        return {
+            "label": self.label,
+            "target": self.target,
+            "seconds": round(self.seconds, 3),
+            "target_seconds": round(self.target_seconds, 3),
+            "counts": self.stats.counts(),
+            "artifacts_source": self.stats.artifacts_source,
+            "cache_artifacts": self.cache_artifacts,
+            "result": self.result,
+        }
+
+
+def cache_artifacts_available() -> tuple[bool, str]:
+    """Whether this torch has ``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``, and if not why."""
+    import torch
+
+    missing = [name for name in ("save_cache_artifacts", "load_cache_artifacts") if not hasattr(torch.compiler, name)]
+    if missing:
+        return False, f"torch {torch.__version__} has no torch.compiler.{' or '.join(missing)}"
+    return True, ""
+
+
+def start_process(
+    target: str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str],
+    label: str = "start",
+    engines: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    save_cache_artifacts: str | os.PathLike[str] | None = None,
+    load_cache_artifacts: str | os.PathLike[str] | None = None,
+    timeout: float = 1800,
+) -> ProcessStart:
+    """Run ``target`` (``"module:function"``, called as ``function(session, **kwargs)``; JSON-able kwargs and
+    result) in a fresh process whose inductor cache is ``cache_dir``; ``engines``: adapter specs
+    (:func:`~.engines.engine_counters`); ``env``: extra environment of the child."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="layername-start-") as tmp:
+        request = {
+            "target": target,
+            "kwargs": dict(kwargs or {}),
+            "engines": list(engines),
+            "save": str(save_cache_artifacts) if save_cache_artifacts else None,
+            "load": str(load_cache_artifacts) if load_cache_artifacts else None,
+            "out": str(Path(tmp) / "start.pickle"),
+        }
+        (Path(tmp) / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        child_env = {**os.environ, **(env or {}), CACHE_ENV: str(cache)}
+        command = [sys.executable, "-m", "pytest_layername.compile.process_start", str(Path(tmp) / "request.json")]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise ProcessStartError(f"{label} start of {target} ran past {timeout:.0f} s") from error
+        seconds = time.perf_counter() - start
+        out = Path(request["out"])
+        if done.returncode != 0 or not out.exists():
+            if done.returncode == 3:
+                raise CacheArtifactsUnavailable(done.stderr.strip().splitlines()[-1])
+            raise ProcessStartError(
+                f"{label} start of {target} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
+            )
+        with out.open("rb") as handle:
+            child = pickle.load(handle)
+    return ProcessStart(label=label, target=target, cache_dir=str(cache), seconds=seconds, **child)
+
+
+def _artifact_counts(info: Any) -> dict[str, int]:
+    return {kind: len(keys) for kind, keys in sorted(getattr(info, "artifacts", {}).items())}
+
+
+def _child_main(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    import torch
+
+    from .engines import engine_counters
+    from .session import observe_compile
+
+    if request["save"] or request["load"]:
+        available, why = cache_artifacts_available()
+        if not available:
+            print(why, file=sys.stderr)
+            return 3
+    cache_artifacts: dict[str, dict[str, int]] = {}
+    if request["load"]:
+        info = torch.compiler.load_cache_artifacts(Path(request["load"]).read_bytes())
+        cache_artifacts["loaded"] = _artifact_counts(info)
+    module_name, _, function = request["target"].partition(":")
+    target = getattr(importlib.import_module(module_name), function)
+    engines = [engine_counters(spec) for spec in request["engines"]]
+    with observe_compile(engines) as session:
+        start = time.perf_counter()
+        result = target(session, **request["kwargs"])
+        target_seconds = time.perf_counter() - start
+        stats = session.stats
+    saved_to = None
+    if request["save"]:
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None:
+            print("torch.compiler.save_cache_artifacts() returned None: nothing was recorded", file=sys.stderr)
+            return 1
+        data, info = saved
+        Path(request["save"]).write_bytes(data)
+        saved_to = request["save"]
+        cache_artifacts["saved"] = _artifact_counts(info)
+    child = {
+        "stats": stats,
+        "result": result,
+        "target_seconds": target_seconds,
+        "torch": torch.__version__,
+        "artifacts_saved_to": saved_to,
+        "cache_artifacts": cache_artifacts,
+    }
+    with open(request["out"], "wb") as handle:
+        pickle.dump(child, handle)
+    return 0
+
+
+def start_reference(
+    session: Any,
+    *,
+    model: str,
+    layers: int,
+    mode: str,
+    impl: str = REFERENCE_IMPL,
+    compiler: str = "inductor",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Target for :func:`start_process`: compile a reference model with the piecewise backend and run it once."""
+    import torch
+
+    from ..core.implementation import load_implementation
+    from ..harness.models import build_model, run
+
+    net = build_model(model, layers, load_implementation(impl), mode, device=device)  # type: ignore[arg-type]
+    x = net.example_input()
+    expected = run(net, net, x)
+    actual = run(net, torch.compile(net, backend=session.backend(compiler)), x)
+    torch.testing.assert_close(actual, expected)
+    return {"model": model, "layers": layers, "mode": mode, "max_abs_error": float((actual - expected).abs().max())}
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1]))

@@ -20,7 +20,8 @@ from pytest_layername.compile import graph_hash
 from pytest_layername.compile.expectations import CountMismatch, expect_counts
 from pytest_layername.compile.session import compile_session
 from pytest_layername.core.compat import opaque_support
-from pytest_layername.core.implementation import Implementation, load_implementation, validate_module
+from pytest_layername.core.implementation import Implementation, ModeProblem, load_implementation, validate_module
+from pytest_layername.core.modes import Mode, ModeError
 from pytest_layername.harness.models import build_model, run
 from pytest_layername.testing.broken import OP_NAME, break_model
 
@@ -149,10 +150,35 @@ def test_hash_agrees_with_torch_on_every_reference_model() -> None:
 
 
 @NEEDS_HOISTING
-def test_encoder_that_never_wraps_fails_the_roundtrip_at_the_encode_stage() -> None:
+@NEEDS_HOISTING
+def test_encoder_that_never_wraps_is_a_mode_not_exercised() -> None:
+    """Its LayerName is the hoisted reference one, but with the switch on it still encodes to str."""
     impl = load_implementation("fixtures_never_wraps_impl")
     assert impl.switch == "fixtures_never_wraps_impl._USE_LAYERNAME"
-    assert impl.mode_problem("opaque") is None  # it claims opaque: its LayerName is the hoisted reference one
+    problem = impl.mode_problem("opaque")
+    assert problem is not None and problem.kind == "not_exercised", problem
+    assert "_USE_LAYERNAME = True its _encode_layer_name still gives string mode" in problem.reason, problem
+    with pytest.raises(ModeError, match="does not read the switch"):
+        assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn"])
+    assert impl.mode_problem("string") is None
+    assert_roundtrip(impl, "string", ["model.layers.0.self_attn"])  # string mode is what it really does
+
+
+def test_encoder_that_never_wraps_fails_the_roundtrip_at_the_encode_stage() -> None:
+    """Past the up-front check (as an implementation that wraps only sometimes would be), the encode stage fails."""
+
+    class NoModeCheck(Implementation):
+        def mode_problem(self, mode: Mode) -> ModeProblem | None:
+            return None
+
+    never_wraps = load_implementation("fixtures_never_wraps_impl")
+    impl = NoModeCheck(
+        never_wraps.module_name,
+        never_wraps.LayerName,
+        never_wraps.encode_layer_name,
+        never_wraps.resolve_layer_name,
+        never_wraps.module,
+    )
     with pytest.raises(RoundTripError) as caught:
         assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn"])
     assert "[encode] 'model.layers.0.self_attn': got str 'model.layers.0.self_attn', expected LayerName" in str(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_layername.checks.fresh_process import run_fresh
 from pytest_layername.checks.roundtrip import RoundTripError
 from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, register_value_type
 from pytest_layername.core.implementation import Implementation
@@ -100,3 +101,27 @@ def test_unhoisted_value_type_is_caught_baking_names():
         assert_roundtrip(impl, "opaque", ["model.layers.0.self_attn", "model.layers.1.self_attn"])
     message = str(error.value)
     assert "[compiled(aot_eager)] 'model.layers.1.self_attn': baked into the graph as a constant" in message, message
+
+
+OLD_TORCH_PROBE = """
+import torch
+from pytest_layername.core.reference import LayerName, _encode_layer_name, _resolve_layer_name  # noqa: F401
+import torch.distributed.device_mesh  # torch's own module: registers opaque types with members= on import
+from torch._dynamo.decorators import leaf_function  # noqa: F401  (torch imports torch._opaque_base here)
+
+_USE_LAYERNAME = False
+"""
+
+
+def test_the_old_torch_simulation_hides_only_what_torch_2_10_lacks(tmp_path, monkeypatch):
+    """Outside torch: version 2.10.0, no torch._opaque_base, no hoist=; torch's own modules import as usual."""
+    (tmp_path / "old_torch_probe.py").write_text(OLD_TORCH_PROBE)
+    (tmp_path / "imports_opaque_base.py").write_text(
+        OLD_TORCH_PROBE.replace("import torch\n", "import torch\nfrom torch._opaque_base import OpaqueBase\n", 1)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["model.layers.0.self_attn"]
+    answer = run_fresh({"job": "old_torch", "impl": "old_torch_probe", "names": names})
+    assert answer == {"error": None, "types": ["str"], "resolved": names}
+    answer = run_fresh({"job": "old_torch", "impl": "imports_opaque_base", "names": names})
+    assert "No module named 'torch._opaque_base' (torch 2.10.0 has none)" in answer["error"], answer

@@ -12,7 +12,9 @@ Jobs (``request["job"]``): ``names``, ``old_torch``, ``reload``; each answer is 
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -135,22 +137,52 @@ def _names_job(request: Mapping[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _hide_from_outside_torch(modules: tuple[str, ...]) -> None:
+    """Importing ``modules`` from code outside torch raises ImportError, as on a torch without them; torch's own
+    modules (which import them throughout on a newer torch) still get them."""
+    for module in modules:  # loaded now, so torch's later imports find them in sys.modules
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    hidden = frozenset(modules)
+    real_import, real_import_module = builtins.__import__, importlib.import_module
+
+    def refuse(names: set[str]) -> None:
+        if found := sorted(names & hidden):
+            raise ModuleNotFoundError(f"No module named {found[0]!r} (torch {OLD_TORCH} has none)", name=found[0])
+
+    def guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        importer = (globals or {}).get("__name__") or ""
+        if level == 0 and importer.split(".")[0] != "torch":
+            refuse({name, *(f"{name}.{item}" for item in fromlist or ())})
+        return real_import(name, globals, locals, fromlist, level)
+
+    def guarded_import_module(name: str, package: str | None = None) -> Any:
+        refuse({name})
+        return real_import_module(name, package)
+
+    builtins.__import__ = guarded_import
+    importlib.import_module = guarded_import_module  # type: ignore[assignment]
+
+
 def _pretend_old_torch() -> None:
     """Make this process's torch look like 2.10: that version, no opaque base class, no hoist= to register with."""
     import torch
     from torch.torch_version import TorchVersion
 
     torch.__version__ = TorchVersion(OLD_TORCH)  # type: ignore[misc]
-    for module in ("torch._opaque_base", "torch._custom_class_base"):
-        sys.modules[module] = None  # type: ignore[assignment]  # importing it now raises ImportError
+    _hide_from_outside_torch(("torch._opaque_base", "torch._custom_class_base"))
     try:
         import torch._library.opaque_object as registry
     except ImportError:  # torch 2.9: no opaque types at all, already old
         return
     real = registry.register_opaque_type
 
-    def register_opaque_type(cls: type, *, typ: str) -> None:  # 2.10's signature: no hoist=
-        real(cls, typ=typ)
+    def register_opaque_type(cls: type, *, typ: str, **newer: Any) -> None:
+        """2.10's signature (no hoist=, members=, ...) for callers outside torch; torch's own modules keep theirs."""
+        caller = sys._getframe(1).f_globals.get("__name__") or ""
+        if newer and caller.split(".")[0] != "torch":
+            raise TypeError(f"register_opaque_type() got an unexpected keyword argument {next(iter(newer))!r}")
+        real(cls, typ=typ, **newer)
 
     registry.register_opaque_type = register_opaque_type
     with contextlib.suppress(AttributeError):

@@ -15,7 +15,7 @@ from pytest_layername.release.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(UV is None, reason="needs uv to build venvs quickly")]
+pytestmark = [pytest.mark.layername_slow, pytest.mark.skipif(UV is None, reason="needs uv to build venvs quickly")]
 
 
 def _run(*command: str | Path, cwd: Path = ROOT, timeout: float = 900) -> subprocess.CompletedProcess[str]:

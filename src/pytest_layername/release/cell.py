@@ -66,7 +66,8 @@ def check_environment(cell: Cell, info: dict[str, object]) -> None:
 
 
 def pytest_command(cell: Cell, reports_dir: Path, python: str = sys.executable, extra: Sequence[str] = ()) -> list[str]:
-    """The suite's command line for ``cell``: its modes, device, report, JUnit XML and pytest_args."""
+    """The suite's command line for ``cell``: the whole suite (a cell's pytest_args may narrow it) in its modes,
+    on its device, with its report, JUnit XML and pytest_args."""
     return [
         python,
         "-m",
@@ -75,6 +76,8 @@ def pytest_command(cell: Cell, reports_dir: Path, python: str = sys.executable, 
         "pytest_layername.suite",
         "-p",
         "no:cacheprovider",
+        "-m",
+        "",  # the whole suite, layername_slow included, whatever the checkout's addopts deselect
         f"--layername-mode={cell.mode_option}",
         f"--layername-device={cell.device}",
         f"--layername-report={cell.report_path(reports_dir)}",

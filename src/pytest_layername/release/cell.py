@@ -100,7 +100,7 @@ def run_cell(cell: Cell, reports_dir: Path, python: str = sys.executable, extra:
     log(f"{cell.name}: torch {info['torch_full']}, auto mode {info['auto_mode']}, device {info['device']}")
     check_environment(cell, info)
     command = pytest_command(cell, reports_dir, python, extra)
-    log(" ".join(command))
+    log(shlex.join(command))  # copy-pasteable: the empty -m shows as ''
     start = time.perf_counter()
     status = subprocess.run(command, env=cell_env(cell), check=False).returncode
     log(f"{cell.name}: suite finished with exit {status} in {time.perf_counter() - start:.0f} s")

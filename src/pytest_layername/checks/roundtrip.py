@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch._dynamo.utils as dynamo_utils
 from torch import fx, nn
 
 from ..compile.graph_hash import target_name
 from ..compile.session import compile_session
+from ..compile.stats import counter_values
 from ..core.compat import standalone_options
 from ..core.implementation import Implementation
 from ..core.modes import Mode
@@ -252,10 +252,10 @@ class CacheRoundTrip:
 
 
 def _cache_counts() -> tuple[int, int]:
-    counters = dynamo_utils.counters
-    hits = counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
-    misses = counters["aot_autograd"]["autograd_cache_miss"] + counters["inductor"]["fxgraph_cache_miss"]
-    return int(hits), int(misses)
+    """(hits, misses) of the AOT-autograd and FX-graph caches together, now."""
+    c = counter_values()
+    hits = c["aot_autograd_cache_hits"] + c["fx_graph_cache_hits"]
+    return hits, c["aot_autograd_cache_misses"] + c["fx_graph_cache_misses"]
 
 
 def _reload_via_cache(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:

@@ -9,12 +9,7 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 
 from .backend import PiecewiseBackend
-from .stats import COUNTER_FIELDS, CompileStats, PieceLog
-
-
-def _counter_values() -> dict[str, int]:
-    counters = dynamo_utils.counters
-    return {name: int(counters[group][key]) for name, (group, key) in COUNTER_FIELDS.items()}
+from .stats import COUNTER_FIELDS, CompileStats, PieceLog, counter_values
 
 
 class CompileSession:
@@ -34,7 +29,7 @@ class CompileSession:
         dynamo_utils.clear_compilation_metrics()
         self._metrics_limit_before = dynamo_utils._compilation_metrics.maxlen
         dynamo_utils.set_compilation_metrics_limit(1_000_000)
-        self._baseline = _counter_values()
+        self._baseline = counter_values()
 
     def stop(self) -> None:
         if self._metrics_limit_before is not None:
@@ -48,7 +43,7 @@ class CompileSession:
     @property
     def stats(self) -> CompileStats:
         """The statistics so far (read afresh from torch on every access)."""
-        now = _counter_values()
+        now = counter_values()
         deltas = {name: now[name] - self._baseline.get(name, 0) for name in COUNTER_FIELDS}
         frames = [m for m in dynamo_utils.get_compilation_metrics() if not m.is_runtime and m.is_forward is not False]
         reasons = [m.recompile_reason for m in frames if m.recompile_reason]

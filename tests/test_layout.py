@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -28,17 +29,22 @@ ALLOWED = {
     "cli": set(),  # imports the chosen command's module by name, nothing at load
     "__main__": {"cli"},
     "__init__": set(),
+    "_exports": set(),
 }
+#: modules that import nothing of the package and that every layer may import
+SHARED = {"_exports"}
 #: modules that must import without torch (plugin entry point, release tools, CLI front)
 TORCH_FREE = [
     "pytest_layername",
     "pytest_layername.cli",
+    "pytest_layername.core",
     "pytest_layername.core.names",
     "pytest_layername.fusion",  # an engine's fusion tests report through fusion.log
     "pytest_layername.fusion.log",
     "pytest_layername.plugin",
     "pytest_layername.plugin.properties",
     "pytest_layername.plugin.reporting",
+    "pytest_layername.release",
     *(f"pytest_layername.release.{p.stem}" for p in sorted((PACKAGE / "release").glob("*.py"))),
 ]
 
@@ -94,6 +100,8 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     for module, targets in sorted(graph.items()):
         allowed = ALLOWED[layer_of(module)]
         for target in sorted(targets):
+            if target in SHARED:
+                continue
             if layer_of(target) not in allowed and not (layer_of(target) == "core" and "core" in allowed):
                 bad.append(f"{module} imports {target}")
     return bad
@@ -171,3 +179,39 @@ def test_noxfile_loads_without_torch():
     pytest.importorskip("nox")
     done = run_without_torch("import runpy; runpy.run_path('noxfile.py')")
     assert done.returncode == 0, done.stderr
+
+
+SUBPACKAGES = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+
+
+def test_every_subpackage_lists_its_public_names_and_each_resolves():
+    """``__all__`` in every subpackage; each name is there on first use (a subprocess: some import torch)."""
+    code = f"""
+    import importlib, json
+    out = {{}}
+    for name in {["pytest_layername", *(f"pytest_layername.{s}" for s in SUBPACKAGES)]!r}:
+        package = importlib.import_module(name)
+        out[name] = [n for n in package.__all__ if getattr(package, n, None) is None]
+        try:
+            package.no_such_name
+        except AttributeError:
+            pass
+        else:
+            out[name].append("no_such_name resolved")
+    print(json.dumps(out))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    unresolved = json.loads(done.stdout.splitlines()[-1])
+    assert set(unresolved) == {"pytest_layername", *(f"pytest_layername.{s}" for s in SUBPACKAGES)}
+    assert {name: bad for name, bad in unresolved.items() if bad} == {}
+    assert "suite" in SUBPACKAGES and "release" in SUBPACKAGES  # the glob found the subpackages
+
+
+def test_a_missing_export_is_found():
+    from pytest_layername._exports import lazy_exports
+
+    names, getattr_ = lazy_exports("pytest_layername.release", {"load_matrix": "matrix", "gone": "matrix"})
+    assert names == ["gone", "load_matrix"] and callable(getattr_("load_matrix"))
+    with pytest.raises(AttributeError, match="gone"):
+        getattr_("gone")

@@ -16,8 +16,7 @@ PYTEST_DONT_REWRITE: loaded at every pytest start-up (the plugin's package); it 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._exports import lazy_exports
 
 _EXPORTS = {
     "CompileSession": "compile.session",
@@ -35,10 +34,4 @@ _EXPORTS = {
     "detect_opaque_support": "core.compat",
     "opaque_support": "core.compat",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ below load their modules on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._exports import lazy_exports
 
 _EXPORTS = {
     "AttnQuantFusionPass": "attn_quant",
@@ -33,10 +32,4 @@ _EXPORTS = {
     "op_names": "quant_ops",
     "RopeKVFusionPass": "rope_kv",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._exports import lazy_exports
 from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, REQUESTABLE
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from .counters import CompileCounter, FusionMatches
     from .run import LayerNameRun
 
+#: the types a test annotates its fixtures with; the rest of the module is pytest's (hooks, fixtures)
+__all__, __getattr__ = lazy_exports(
+    __name__, {"CompileCounter": "counters", "FusionMatches": "counters", "LayerNameRun": "run"}
+)
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 #: marker name -> help; every marker is prefixed: a generic name (``slow``, ``requires_cuda``) belongs to its project
 MARKERS = {

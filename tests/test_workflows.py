@@ -2,7 +2,8 @@
 
 zizmor (inside ``nox -s lint``) checks their security; these tests check what it does not: the version comment
 beside each pinned commit, the pins of what the workflows install, that ci.yml's lowest pytest is pyproject's
-floor, and the condition that matrix.yml's one zizmor suppression relies on.
+floor, the condition that matrix.yml's one zizmor suppression relies on, and each workflow's top-level
+``permissions: {}`` and cancelling of superseded pull-request runs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def unpinned_installs(text: str) -> list[str]:
             if "==" not in word:
                 bad.append(word)
     return bad
+
+
+def missing_defaults(text: str) -> list[str]:
+    """Which of a workflow's safe defaults it lacks: no token permissions at the top, PR runs cancelled."""
+    wanted = {
+        "permissions: {}": re.compile(r"^permissions: \{\}$", re.MULTILINE),
+        "concurrency cancelling pull requests": re.compile(
+            r"^concurrency:\n(?:  .*\n)*?  cancel-in-progress: \$\{\{ github\.event_name == 'pull_request' \}\}$",
+            re.MULTILINE,
+        ),
+    }
+    return [name for name, pattern in wanted.items() if not pattern.search(text)]
 
 
 def requirement_lines(path: Path) -> list[Requirement]:
@@ -145,3 +158,15 @@ def test_an_expansion_inside_a_script_is_found():
         "      - uses: x/y@v1\n        with:\n          key: ${{ runner.os }}\n"
     )
     assert expansions_in_scripts(text) == ['- run: nox -s "${{ matrix.session }}"', "echo ${{ github.ref }}"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_no_token_permission_by_default_and_superseded_pr_runs_cancelled(workflow: Path):
+    assert missing_defaults(workflow.read_text(encoding="utf-8")) == []
+
+
+def test_a_workflow_without_the_defaults_is_found():
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert missing_defaults(text.replace("permissions: {}", "permissions: write-all")) == ["permissions: {}"]
+    no_cancel = text.replace("cancel-in-progress: ${{ github.event_name == 'pull_request' }}", "")
+    assert missing_defaults(no_cancel) == ["concurrency cancelling pull requests"]

@@ -28,7 +28,6 @@ __all__, __getattr__ = lazy_exports(
         "check_device": "environment",
         "environment_facts": "environment",
         "probe": "environment",
-        "forward_context": "forward_context",
         "layer_state": "forward_context",
         "REFERENCE_IMPL": "implementation",
         "Implementation": "implementation",

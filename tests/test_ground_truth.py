@@ -90,7 +90,7 @@ def test_every_layer_sent_elsewhere_is_caught_and_named(misroute, kind):
 @pytest.mark.parametrize(
     "kind",
     # hybrid covers attention and Mamba; the others cost a cold inductor compile each (~15 s on 2 cores)
-    [*(pytest.param(kind, marks=pytest.mark.slow) for kind in ("decoder", "moe", "fusion")), "hybrid"],
+    [*(pytest.param(kind, marks=pytest.mark.layername_slow) for kind in ("decoder", "moe", "fusion")), "hybrid"],
 )
 def test_a_layer_sent_elsewhere_is_caught_under_inductor(misroute, kind, compile_counter):
     model = _model(kind, 4)

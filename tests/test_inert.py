@@ -78,19 +78,83 @@ def test_header_appears_when_a_fixture_started_the_run(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["layername: torch *", "*passed*"])
 
 
-def test_deprecated_marker_aliases_still_work_and_warn(pytester: pytest.Pytester, clean_env: None) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
+#: an unrelated project's own ``requires_cuda`` and ``slow`` markers: its conftest gives them their meaning
+FOREIGN_CONFTEST = """
+import os
+import pytest
 
-        @pytest.mark.requires_cuda
-        def test_old_name():
-            pass
-        """
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_cuda: ours: skip unless FOREIGN_CUDA is set")
+    config.addinivalue_line("markers", "slow: ours: run only when FOREIGN_SLOW is set")
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("requires_cuda") and not os.environ.get("FOREIGN_CUDA"):
+        pytest.skip("foreign: no FOREIGN_CUDA")
+    if item.get_closest_marker("slow") and not os.environ.get("FOREIGN_SLOW"):
+        pytest.skip("foreign: slow")
+"""
+FOREIGN_TESTS = """
+import pytest
+
+@pytest.mark.requires_cuda
+def test_cuda_kernel():
+    pass
+
+@pytest.mark.slow
+def test_long():
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def _outcomes(pytester: pytest.Pytester, *args: str) -> tuple[dict[str, str], dict[str, object]]:
+    """Each test's outcome (a skip with its reason) and what the session left behind, in a fresh process."""
+    pytester.makepyfile(layername_checker=CHECKER)
+    result = pytester.runpytest_subprocess(
+        "-p", "layername_checker", "-p", "no:cacheprovider", "--junitxml=out.xml", *args
     )
-    result = pytester.runpytest_subprocess("--strict-markers", "--layername-device=cpu", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*marker 'requires_cuda' is deprecated; use 'layername_requires_cuda'*"])
+    assert result.ret == 0, result.stdout.str()
+    outcomes = {}
+    for case in ET.parse(pytester.path / "out.xml").getroot().iter("testcase"):
+        problems = [
+            f"{child.tag}: {child.get('message')}" for child in case if child.tag in ("skipped", "failure", "error")
+        ]
+        outcomes[case.get("name")] = "; ".join(problems) or "passed"
+    return outcomes, json.loads((pytester.path / "after_session.json").read_text())
+
+
+@pytest.mark.parametrize("env", [{}, {"FOREIGN_CUDA": "1", "FOREIGN_SLOW": "1"}])
+def test_a_foreign_projects_requires_cuda_and_slow_markers_are_left_alone(
+    pytester: pytest.Pytester, clean_env: None, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    """Its tests run exactly as without the plugin, and the session ends with no torch imported."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makeconftest(FOREIGN_CONFTEST)
+    pytester.makepyfile(test_foreign=FOREIGN_TESTS)
+    with_plugin, after = _outcomes(pytester, "--strict-markers")
+    without_plugin, _ = _outcomes(pytester, "--strict-markers", "-p", "no:layername")
+    assert with_plugin == without_plugin and len(with_plugin) == 3, (with_plugin, without_plugin)
+    assert after == {"torch": False, "cache_dir": None, "impl": False}
+    markers = pytester.runpytest_subprocess("--markers", "-p", "no:cacheprovider").stdout.lines
+    assert [line for line in markers if line.startswith(("@pytest.mark.slow:", "@pytest.mark.requires_cuda:"))] == [
+        "@pytest.mark.requires_cuda: ours: skip unless FOREIGN_CUDA is set",
+        "@pytest.mark.slow: ours: run only when FOREIGN_SLOW is set",
+    ]
+
+
+def test_the_plugins_own_marker_in_the_same_project_is_seen(pytester: pytest.Pytester, clean_env: None) -> None:
+    """The negative control: the same comparison tells a run the plugin took part in from one without it."""
+    pytester.makeconftest(FOREIGN_CONFTEST)
+    pytester.makepyfile(test_foreign=FOREIGN_TESTS.replace("mark.requires_cuda", "mark.layername_requires_cuda"))
+    with_plugin, after = _outcomes(pytester, "--strict-markers", "--layername-device=cpu")
+    assert after["torch"] is True
+    assert "layername_requires_cuda" in with_plugin["test_cuda_kernel"], with_plugin
+    pytester.makepyfile(test_foreign=FOREIGN_TESTS)
+    without_plugin, _ = _outcomes(pytester, "--strict-markers", "-p", "no:layername")
+    assert with_plugin != without_plugin
 
 
 def test_junit_xml_carries_mode_and_counts_per_test(pytester: pytest.Pytester, clean_env: None) -> None:

@@ -62,7 +62,7 @@ def _run_in_order(pytester: pytest.Pytester, seed: int | None) -> tuple[list[str
     return order_log.read_text().splitlines(), counts
 
 
-@pytest.mark.slow  # two pytest subprocesses with cold inductor compiles: about 2-3 minutes on 2 shared cores
+@pytest.mark.layername_slow  # two pytest subprocesses with cold inductor compiles: about 2-3 minutes on 2 shared cores
 def test_random_order_gives_the_same_counts(pytester):
     """Collection order and a shuffle: every test's compile counts are identical (inductor included)."""
     pytester.makeconftest(SHUFFLE_CONFTEST)

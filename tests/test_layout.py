@@ -30,17 +30,24 @@ ALLOWED = {
     "cli": set(),  # imports the chosen command's module by name, nothing at load
     "__main__": {"cli"},
     "__init__": set(),
+    "_exports": set(),
 }
+#: modules that import nothing of the package and that every layer may import
+SHARED = {"_exports"}
 #: modules that must import without torch (plugin entry point, release tools, CLI front)
 TORCH_FREE = [
     "pytest_layername",
     "pytest_layername.cli",
+    "pytest_layername.core",
     "pytest_layername.core.names",
+    "pytest_layername.fusion",  # an engine's fusion tests report through fusion.log
+    "pytest_layername.fusion.log",
     "pytest_layername.plugin",
     "pytest_layername.plugin.properties",
     "pytest_layername.plugin.captured_logs",
     "pytest_layername.plugin.trace",
     "pytest_layername.plugin.reporting",
+    "pytest_layername.release",
     *(f"pytest_layername.release.{p.stem}" for p in sorted((PACKAGE / "release").glob("*.py"))),
 ]
 
@@ -96,6 +103,8 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     for module, targets in sorted(graph.items()):
         allowed = ALLOWED[layer_of(module)]
         for target in sorted(targets):
+            if target in SHARED:
+                continue
             if layer_of(target) not in allowed and not (layer_of(target) == "core" and "core" in allowed):
                 bad.append(f"{module} imports {target}")
     return bad
@@ -186,45 +195,44 @@ def test_noxfile_loads_without_torch():
     assert done.returncode == 0, done.stderr
 
 
-OLD_PATHS = """
-import importlib, json, sys, warnings
-from pytest_layername import MOVED_MODULES
-out = {}
-for old, new in MOVED_MODULES.items():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(f"pytest_layername.{old}")
-    out[old] = [module is sys.modules[f"pytest_layername.{new}"], [str(w.message) for w in caught]]
-try:
-    importlib.import_module("pytest_layername.no_such_module")
-except ModuleNotFoundError:
-    out["unknown"] = "ModuleNotFoundError"
-print(json.dumps(out))
-"""
+SUBPACKAGES = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
 
 
-def test_old_module_paths_import_the_new_modules_with_a_deprecation_warning():
-    done = subprocess.run([sys.executable, "-c", OLD_PATHS], capture_output=True, text=True, timeout=300)
+def test_every_subpackage_lists_its_public_names_and_each_resolves():
+    """``__all__`` in every subpackage; each name is there on first use (a subprocess: some import torch)."""
+    code = f"""
+    import importlib, json, types
+
+    def _stable(package, n):
+        first = getattr(package, n, None)
+        return first is not None and not isinstance(first, types.ModuleType) and getattr(package, n) is first
+
+    out = {{}}
+    for name in {["pytest_layername", *(f"pytest_layername.{s}" for s in SUBPACKAGES)]!r}:
+        package = importlib.import_module(name)
+        # each name resolves, and to the same object again: one named like its submodule would turn into
+        # that submodule once imported
+        out[name] = [n for n in package.__all__ if not _stable(package, n)]
+        try:
+            package.no_such_name
+        except AttributeError:
+            pass
+        else:
+            out[name].append("no_such_name resolved")
+    print(json.dumps(out))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.splitlines()[-1])
-    assert found.pop("unknown") == "ModuleNotFoundError"
-    for old, (same, messages) in found.items():
-        assert same, old
-        assert any(f"pytest_layername.{old} moved to" in m for m in messages), (old, messages)
-    from pytest_layername.measure import measure_compile  # the public names of 0.1, from their old paths
-
-    from pytest_layername.compile.measure import measure_compile as moved
-
-    assert measure_compile is moved
+    unresolved = json.loads(done.stdout.splitlines()[-1])
+    assert set(unresolved) == {"pytest_layername", *(f"pytest_layername.{s}" for s in SUBPACKAGES)}
+    assert {name: bad for name, bad in unresolved.items() if bad} == {}
+    assert "suite" in SUBPACKAGES and "release" in SUBPACKAGES  # the glob found the subpackages
 
 
-def test_a_backend_built_the_0_1_way_records_into_the_session():
-    import torch
-    from pytest_layername.backend import PiecewiseBackend  # the 0.1 path, keyword and all
+def test_a_missing_export_is_found():
+    from pytest_layername._exports import lazy_exports
 
-    from pytest_layername.compile.session import compile_session
-
-    with compile_session() as session:
-        backend = PiecewiseBackend(splitting_ops=(), compiler="eager", session=session)
-        torch.compile(lambda x: x.sin() * 2, backend=backend)(torch.ones(4))
-        assert backend.pieces is session.pieces and session.stats.pieces == 1
+    names, getattr_ = lazy_exports("pytest_layername.release", {"load_matrix": "matrix", "gone": "matrix"})
+    assert names == ["gone", "load_matrix"] and callable(getattr_("load_matrix"))
+    with pytest.raises(AttributeError, match="gone"):
+        getattr_("gone")

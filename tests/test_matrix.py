@@ -300,3 +300,28 @@ def test_project_matrix_runs_both_modes_from_2_11_and_pins_known_bugs():
     for cell in load_matrix(MATRIX_TOML).cells:
         assert cell.run_modes == (("opaque", "string") if cell.expected_mode == "opaque" else ("string",)), cell.name
         assert cell.budgets.get("max_skipped") is not None, f"{cell.name}: every cell limits its skips"
+
+
+def _collected(command: list[str]) -> set[str]:
+    done = subprocess.run([*command, "--co", "-q"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_a_cell_runs_the_slow_tests_that_the_checkouts_addopts_deselect(tmp_path):
+    """pyproject deselects layername_slow for the README's test command; a cell runs the whole suite."""
+    from pytest_layername.release.cell import pytest_command
+
+    cell = load_matrix(ROOT / "matrix.toml").cells[0]
+    command = [a for a in pytest_command(cell, tmp_path) if not a.startswith(("--layername-report", "--junitxml"))]
+    slow = {t for t in _collected(command) if "::test_piecewise_fuses_inside_pieces[" in t and t.endswith("-32]")}
+    assert slow
+    plain = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "pytest_layername.suite",
+        f"--layername-mode={cell.mode_option}",
+    ]
+    assert not slow & _collected(plain)  # the control: the checkout's own command deselects them

@@ -119,7 +119,7 @@ def _this_torch_cell(tmp_path: Path, name: str, extra: str = "") -> tuple[dict[s
     return {"LAYERNAME_MATRIX": str(matrix_file), "LAYERNAME_REPORTS_DIR": str(reports)}, reports
 
 
-@pytest.mark.slow
+@pytest.mark.layername_slow
 def test_a_real_cell_runs_the_suite_and_the_gate_passes(tmp_path):
     """A one-cell matrix on this torch's version, running a slice of the suite in a fresh nox venv."""
     from pytest_layername.core.modes import auto_mode

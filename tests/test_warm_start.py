@@ -70,7 +70,7 @@ def test_saved_cache_artifacts_carry_a_cold_start_into_an_empty_directory(layern
     expect_warm(warm, layers)
 
 
-@pytest.mark.slow  # 2 fresh processes per mode with inductor at 32 and 64 layers: minutes on 2 shared cores
+@pytest.mark.layername_slow  # 2 fresh processes per mode with inductor at 32 and 64 layers: minutes on 2 shared cores
 def test_64_layers_on_the_cache_of_32(layername_mode: str, compile_cache) -> None:
     """A 64-layer decoder started on a 32-layer decoder's cache. LayerName: its 65 pieces are the 3 distinct
     pieces the 32-layer start wrote, nothing new. Strings: pieces 0-31 bake layers 0-31's names, as the

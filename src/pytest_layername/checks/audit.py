@@ -27,6 +27,7 @@ import torch
 from torch import fx
 
 from ..compile.graph_hash import BakedConstant, baked_constants
+from ..core.compat import HOIST_CHECKS, VALUE_TYPE_CHECKS, opaque_registry_api
 from .audit_walk import (
     Site,
     custom_op_function,
@@ -118,15 +119,8 @@ class OpaqueCheck:
 
 def opaque_check() -> OpaqueCheck:
     """Look up torch's opaque-type registry; torch without ``should_hoist`` has nothing to flag."""
-    try:
-        registry = importlib.import_module("torch._library.opaque_object")
-    except ImportError:
-        registry = None
-    # torch 2.14 renamed value types "constant" (is_opaque_value_type is a deprecated wrapper there)
-    is_value_type = getattr(registry, "is_opaque_constant_type", None) or getattr(
-        registry, "is_opaque_value_type", None
-    )
-    should_hoist = getattr(registry, "should_hoist", None)
+    is_value_type = opaque_registry_api(VALUE_TYPE_CHECKS)
+    should_hoist = opaque_registry_api(HOIST_CHECKS)
     if is_value_type is None or should_hoist is None:
         missing = "should_hoist" if should_hoist is None else "is_opaque_value_type"
         reason = f"torch {torch.__version__} cannot hoist opaque types (torch._library.opaque_object has no {missing})"

@@ -8,3 +8,26 @@ failed (:mod:`.expectations`, :mod:`.piece_diff`), torch's structured trace of a
 (:mod:`.trace_file`) and measurement of the reference models
 (:mod:`.measure`). Imports :mod:`..core` and :mod:`..harness`.
 """
+
+from __future__ import annotations
+
+from .._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "INNER_COMPILERS": "backend",
+        "BackendError": "backend",
+        "PiecewiseBackend": "backend",
+        "CountMismatch": "expectations",
+        "expect_counts": "expectations",
+        "BakedConstant": "graph_hash",
+        "baked_constants": "graph_hash",
+        "measure_compile": "measure",
+        "CompileSession": "session",
+        "compile_session": "session",
+        "COUNTER_FIELDS": "stats",
+        "CompileStats": "stats",
+        "counter_values": "stats",
+    },
+)

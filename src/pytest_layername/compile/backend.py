@@ -15,7 +15,7 @@ import contextlib
 import fnmatch
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import fx
@@ -24,9 +24,6 @@ from torch.fx.passes.split_module import split_module
 
 from .graph_hash import graph_signature, target_name
 from .stats import CacheCounts, PieceLog, PieceRecord
-
-if TYPE_CHECKING:
-    from .session import CompileSession
 
 CompiledFn = Callable[..., Any]
 INNER_COMPILERS = ("inductor", "aot_eager", "eager")
@@ -126,14 +123,13 @@ class PiecewiseBackend:
         splitting_ops: Sequence[str] | None = None,
         compiler: str = "inductor",
         pieces: PieceLog | None = None,
-        session: CompileSession | None = None,
     ) -> None:
-        """``pieces`` (or a ``session``'s piece log, as in 0.1) receives every compiled piece."""
+        """``pieces`` receives every compiled piece."""
         if compiler not in INNER_COMPILERS:
             raise BackendError(f"unknown inner compiler {compiler!r}; choose one of: {', '.join(INNER_COMPILERS)}")
         self.splitting_ops = tuple(splitting_ops) if splitting_ops is not None else DEFAULT_SPLITTING_OPS
         self.compiler = compiler
-        self.pieces = pieces or (session.pieces if session is not None else PieceLog())
+        self.pieces = pieces or PieceLog()
         self.artifacts: dict[str, CompiledFn] = {}
         #: Wall seconds of the harness's own work (not compiling): splitting, hashing, recording pieces.
         self.harness_seconds = {"split": 0.0, "hash": 0.0, "record": 0.0}

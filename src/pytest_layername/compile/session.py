@@ -17,7 +17,7 @@ import torch._dynamo.utils as dynamo_utils
 from .backend import PiecewiseBackend
 from .engines import AttributeCounters
 from .graph_breaks import GraphBreakLog
-from .stats import COUNTER_FIELDS, CompileStats, PieceLog, Recompile
+from .stats import CompileStats, PieceLog, Recompile, counter_values
 
 FX_GRAPH_SAVED = "fx_graph_cache_saved"
 
@@ -41,10 +41,8 @@ def fx_graph_cache_has_entries() -> bool:
 
 
 def _counter_values() -> dict[str, int | None]:
-    counters = dynamo_utils.counters
-    values: dict[str, int | None] = {name: int(counters[group][key]) for name, (group, key) in COUNTER_FIELDS.items()}
-    values[FX_GRAPH_SAVED] = _fx_graph_cache_writes()
-    return values
+    """Torch's counters (:func:`~.stats.counter_values`) and inductor's count of FX-graph cache writes."""
+    return {**counter_values(), FX_GRAPH_SAVED: _fx_graph_cache_writes()}
 
 
 def _delta(now: int | None, before: int | None) -> int | None:

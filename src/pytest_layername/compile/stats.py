@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from .graph_breaks import GraphBreak
 from .graph_hash import BakedConstant, RenderedNode
 
 COUNTER_FIELDS = {
-    # CompileStats field: (torch counter group, counter name)
+    # CompileStats field: (torch counter group, counter name); every read of these counters goes through this table
     "graphs": ("stats", "unique_graphs"),
     "aot_autograd_cache_hits": ("aot_autograd", "autograd_cache_hit"),
     "aot_autograd_cache_misses": ("aot_autograd", "autograd_cache_miss"),
@@ -34,6 +35,14 @@ COUNTER_FIELDS = {
     "aot_autograd_cache_bypasses": ("aot_autograd", "autograd_cache_bypass"),
     "aot_autograd_cache_saved": ("aot_autograd", "autograd_cache_saved"),
 }
+
+
+def counter_values(fields: Iterable[str] = COUNTER_FIELDS) -> dict[str, int]:
+    """Torch's counters for ``fields`` (keys of :data:`COUNTER_FIELDS`, the one table of their names), now."""
+    counters = dynamo_utils.counters
+    return {name: int(counters[group][key]) for name in fields for group, key in (COUNTER_FIELDS[name],)}
+
+
 CacheOutcome = str  # "hit" | "miss" | "bypass" | "none" (torch reported no lookup)
 
 
@@ -42,19 +51,18 @@ class CacheCounts:
     """A snapshot of torch's FX-graph and AOT-autograd cache counters."""
 
     values: tuple[int, ...]
-    KEYS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("inductor", "fxgraph_cache_hit"),
-        ("inductor", "fxgraph_cache_miss"),
-        ("inductor", "fxgraph_cache_bypass"),
-        ("aot_autograd", "autograd_cache_hit"),
-        ("aot_autograd", "autograd_cache_miss"),
-        ("aot_autograd", "autograd_cache_bypass"),
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "fx_graph_cache_hits",
+        "fx_graph_cache_misses",
+        "fx_graph_cache_bypasses",
+        "aot_autograd_cache_hits",
+        "aot_autograd_cache_misses",
+        "aot_autograd_cache_bypasses",
     )
 
     @classmethod
     def now(cls) -> CacheCounts:
-        counters = dynamo_utils.counters
-        return cls(tuple(int(counters[group][key]) for group, key in cls.KEYS))
+        return cls(tuple(counter_values(cls.FIELDS).values()))
 
     def hits_and_misses_since(self, before: CacheCounts) -> tuple[int, int]:
         """FX-graph plus AOT-autograd cache (hits, misses) between ``before`` and this snapshot."""

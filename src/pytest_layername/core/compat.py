@@ -11,8 +11,17 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-#: Registration functions in ``torch._library.opaque_object``, newest first (2.14 renamed the API).
+# Every lookup in torch's opaque-type registry (``torch._library.opaque_object``) goes through
+# :func:`opaque_registry_api` with one of these name lists, newest first: torch 2.14 renamed the API and
+# keeps the old names as deprecated wrappers that log a warning.
+#: Registration functions.
 REGISTRATION_APIS = ("register_custom_class", "register_opaque_type")
+#: Whether a type is registered at all.
+REGISTERED_CHECKS = ("is_custom_class", "is_opaque_type")
+#: Whether a registered type is a value type (2.14 calls value types "constant").
+VALUE_TYPE_CHECKS = ("is_opaque_constant_type", "is_opaque_value_type")
+#: Whether a registered type is lifted to a graph input.
+HOIST_CHECKS = ("should_hoist",)
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ def detect_opaque_support() -> OpaqueSupport:
         return OpaqueSupport(
             version, False, f"torch {torch.__version__} has no torch._custom_class_base or torch._opaque_base"
         )
-    register = _opaque_api(*REGISTRATION_APIS)
+    register = opaque_registry_api(REGISTRATION_APIS)
     if register is None:
         return OpaqueSupport(
             version, False, f"torch {torch.__version__} has no torch._library.opaque_object.register_opaque_type"
@@ -64,7 +73,7 @@ def opaque_support() -> OpaqueSupport:
     return detect_opaque_support()
 
 
-def _opaque_api(*names: str) -> Any:
+def opaque_registry_api(names: tuple[str, ...]) -> Any:
     """The first of ``names`` that ``torch._library.opaque_object`` has (newest API first), else None."""
     try:
         module = importlib.import_module("torch._library.opaque_object")
@@ -75,7 +84,7 @@ def _opaque_api(*names: str) -> Any:
 
 def is_registered_opaque_type(cls: type) -> bool:
     """Whether torch knows ``cls`` as an opaque type (``is_custom_class`` from 2.14, ``is_opaque_type`` before)."""
-    check = _opaque_api("is_custom_class", "is_opaque_type")
+    check = opaque_registry_api(REGISTERED_CHECKS)
     try:
         return bool(check is not None and check(cls))
     except Exception:  # a type torch cannot look up is not registered
@@ -84,7 +93,7 @@ def is_registered_opaque_type(cls: type) -> bool:
 
 def is_hoisted_opaque_type(cls: type) -> bool:
     """Whether ``cls`` is registered with torch *and* lifted to a graph input (``should_hoist``)."""
-    should_hoist = _opaque_api("should_hoist")
+    should_hoist = opaque_registry_api(HOIST_CHECKS)
     return is_registered_opaque_type(cls) and should_hoist is not None and bool(should_hoist(cls))
 
 
@@ -95,7 +104,7 @@ def register_value_type(cls: type, *, hoist: bool) -> None:
     deprecated wrapper that logs a warning); 2.11-2.13: ``register_opaque_type(cls, typ="value", hoist=...)``;
     2.10 has no ``hoist=``: only ``hoist=False`` is possible there.
     """
-    register = _opaque_api(*REGISTRATION_APIS)
+    register = opaque_registry_api(REGISTRATION_APIS)
     if register is not None and register.__name__ == "register_custom_class":
         register(cls, typ="constant", hoist=hoist)
         return

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..core.compat import opaque_support
+from ..core.compat import is_registered_opaque_type
 
 
 class FieldCheckError(ValueError):
@@ -26,13 +26,7 @@ class OpaqueDefaultError(FieldCheckError):
 
 
 def _is_opaque_annotation(annotation: Any, opaque_types: Sequence[type]) -> bool:
-    if annotation in opaque_types:
-        return True
-    if isinstance(annotation, type) and opaque_support().supported:
-        from torch._library.opaque_object import is_opaque_type
-
-        return bool(is_opaque_type(annotation))
-    return False
+    return annotation in opaque_types or (isinstance(annotation, type) and is_registered_opaque_type(annotation))
 
 
 def check_opaque_defaults(fn: Callable[..., Any], op_name: str, opaque_types: Sequence[type] = ()) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._exports import lazy_exports
 from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, ENV_TRACE, REQUESTABLE
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
@@ -31,20 +32,23 @@ if TYPE_CHECKING:
     from .counters import CompileCache, CompileCounter, FusionMatches
     from .run import LayerNameRun
 
+#: the types a test annotates its fixtures with; the rest of the module is pytest's (hooks, fixtures)
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {"CompileCache": "counters", "CompileCounter": "counters", "FusionMatches": "counters", "LayerNameRun": "run"},
+)
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
-#: marker name -> (help, deprecated alias kept for one release or None)
+#: marker name -> help; every marker is prefixed: a generic name (``slow``, ``requires_cuda``) belongs to its project
 MARKERS = {
-    "layername": ("layername(modes=[...]): run this test only in the listed modes ('opaque', 'string')", None),
-    "layername_requires_opaque": (
-        "skip unless this torch supports hoisted LayerName inputs (fails if the implementation's LayerName is not "
-        "hoisted on such a torch)",
-        "requires_opaque",
-    ),
-    "layername_requires_cuda": ("skip unless the run's device is cuda", "requires_cuda"),
+    "layername": "layername(modes=[...]): run this test only in the listed modes ('opaque', 'string')",
+    "layername_requires_opaque": "skip unless this torch supports hoisted LayerName inputs (fails if the "
+    "implementation's LayerName is not hoisted on such a torch)",
+    "layername_requires_cuda": "skip unless the run's device is cuda",
 }
-#: every layer-name marker, deprecated aliases included: their use turns the plugin on
-MARKER_NAMES = frozenset({*MARKERS, *(alias for _, alias in MARKERS.values() if alias)})
-SLOW_MARKER = "slow: long-running cells (many layers, inductor at scale); deselect with -m 'not slow'"
+#: the layer-name markers whose use turns the plugin on
+MARKER_NAMES = frozenset(MARKERS)
+#: the suite's long-running tests; only registered (its use does not turn the plugin on)
+SLOW_MARKER = "layername_slow: long-running tests (many layers, inductor at scale); deselect: -m 'not layername_slow'"
 #: fixtures whose use turns the plugin on (each needs the run)
 FIXTURES = frozenset(
     {
@@ -155,10 +159,8 @@ def layername_run(config: pytest.Config) -> LayerNameRun:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, (help_text, alias) in MARKERS.items():
+    for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", help_text if help_text.startswith(name) else f"{name}: {help_text}")
-        if alias:
-            config.addinivalue_line("markers", f"{alias}: deprecated alias of {name}")
     config.addinivalue_line("markers", SLOW_MARKER)
     if not _asked_for(config):
         return
@@ -214,17 +216,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("layername_mode", params, indirect=True)
 
 
-def _marker(item: pytest.Item, name: str) -> bool:
-    """Whether ``item`` carries marker ``name`` or its deprecated alias (warning about the alias)."""
-    if item.get_closest_marker(name) is not None:
-        return True
-    alias = MARKERS[name][1]
-    if alias and item.get_closest_marker(alias) is not None:
-        item.warn(pytest.PytestDeprecationWarning(f"marker {alias!r} is deprecated; use {name!r}"))
-        return True
-    return False
-
-
 def _uses_layername(item: pytest.Item) -> bool:
     fixtures = getattr(item, "fixturenames", ())
     return bool(FIXTURES.intersection(fixtures)) or any(m.name in MARKER_NAMES for m in item.iter_markers())
@@ -251,8 +242,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     callspec = getattr(item, "callspec", None)
     opaque_case = callspec is not None and callspec.params.get("layername_mode") == "opaque"
     deselected_mode = item.get_closest_marker("skip") is not None  # e.g. a string-only test's opaque case
-    needs_opaque = (opaque_case and not deselected_mode) or _marker(item, "layername_requires_opaque")
-    run.check_item(item, needs_opaque=bool(needs_opaque), needs_cuda=_marker(item, "layername_requires_cuda"))
+    requires_opaque = item.get_closest_marker("layername_requires_opaque") is not None
+    needs_opaque = (opaque_case and not deselected_mode) or requires_opaque
+    run.check_item(
+        item, needs_opaque=needs_opaque, needs_cuda=item.get_closest_marker("layername_requires_cuda") is not None
+    )
 
 
 @pytest.hookimpl(wrapper=True)

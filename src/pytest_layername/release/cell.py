@@ -84,13 +84,16 @@ def check_environment(cell: Cell, info: dict[str, object]) -> None:
 
 
 def cell_arguments(cell: Cell, reports_dir: Path) -> list[str]:
-    """The suite's pytest arguments for ``cell``: its modes, device, implementation, report and JUnit XML,
-    the cell's name and digest, and its own pytest_args."""
+    """The suite's pytest arguments for ``cell``: the whole suite (a cell's pytest_args may narrow it) in its
+    modes, on its device, with its implementation, report and JUnit XML, the cell's name and digest, and its
+    own pytest_args."""
     return [
         "--pyargs",
         "pytest_layername.suite",
         "-p",
         "no:cacheprovider",
+        "-m",
+        "",  # the whole suite, layername_slow included, whatever the checkout's addopts deselect
         f"--layername-mode={cell.mode_option}",
         f"--layername-device={cell.device}",
         f"--layername-impl={cell.impl}",
@@ -172,7 +175,7 @@ def run_cell(cell: Cell, reports_dir: Path, python: str = sys.executable, extra:
     log(f"{cell.name}: torch {info['torch_full']}, auto mode {info['auto_mode']}, device {info['device']}")
     check_environment(cell, info)
     command = pytest_command(cell, reports_dir, python, extra)
-    log(" ".join(command))
+    log(shlex.join(command))  # copy-pasteable: the empty -m shows as ''
     start = time.perf_counter()
     status = subprocess.run(command, env=cell_env(cell), check=False).returncode
     log(f"{cell.name}: suite finished with exit {status} in {time.perf_counter() - start:.0f} s")

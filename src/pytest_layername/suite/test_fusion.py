@@ -49,7 +49,7 @@ def _ran_for(calls, op: str) -> list[str]:
     return sorted(layer for (name, layer), count in calls.items() if name == op for _ in range(count))
 
 
-@pytest.mark.parametrize("layers", [1, 4, pytest.param(16, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("layers", [1, 4, pytest.param(16, marks=pytest.mark.layername_slow)])
 def test_patterns_and_matches_scale_with_layers(
     layers, layername_mode, layername_impl, layername_device, compile_counter, fusion_matches
 ):
@@ -113,7 +113,7 @@ def test_layers_the_passes_must_not_fuse_are_left_alone(
     assert calls[("static_scaled_quant", None)] == 1
 
 
-@pytest.mark.parametrize("layers", [8, pytest.param(32, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("layers", [8, pytest.param(32, marks=pytest.mark.layername_slow)])
 def test_piecewise_fuses_inside_pieces(
     layers, layername_mode, layername_impl, layername_device, compile_counter, fusion_matches
 ):

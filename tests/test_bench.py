@@ -16,6 +16,7 @@ from pytest_layername.bench import report as bench_report
 from pytest_layername.bench import runner as bench
 from pytest_layername.bench import starts as bench_starts
 from pytest_layername.bench import startup
+from pytest_layername.cli import bench as bench_cli
 from pytest_layername.cli import build_parser, main
 
 LAYERS = (2, 4)
@@ -111,7 +112,7 @@ def test_command_line_reproduces_the_arguments() -> None:
     argv = ["bench", "--models", "moe", "--layers", "4", "8", "--no-suite", "--out-dir", "x"]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    again = parser.parse_args(shlex.split(bench.command_line(args))[1:])
+    again = parser.parse_args(shlex.split(bench_cli.command_line(args))[1:])
     assert vars(again) == vars(args)
 
 

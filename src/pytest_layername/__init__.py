@@ -8,6 +8,7 @@ The package is layered; each subpackage's docstring says what it owns and what i
 - ``fusion``, ``checks``: fusion passes and their log; round trips, field checks, the string audit.
 - ``plugin``: the pytest plugin (inert until used). ``bench``: the benchmark. ``testing``: broken fixtures.
 - ``release``: the matrix, the report schema, known bugs and the gate; it imports no torch.
+- ``cli``: the ``layername`` command line, one module per subcommand; it may import every layer, none imports it.
 
 Importing the package imports no torch: the names below load their modules on first use.
 

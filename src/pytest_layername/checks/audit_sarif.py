@@ -16,7 +16,7 @@ from .audit import RULES, Finding
 from .audit_walk import ImportFailure, display_path
 
 if TYPE_CHECKING:
-    from .audit_cli import AuditRun
+    from .audit_run import AuditRun
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 SRCROOT = "%SRCROOT%"

@@ -5,8 +5,6 @@ One place for what the probe, the plugin's header and report, and the benchmark 
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import shutil
 import subprocess
@@ -101,19 +99,3 @@ def environment_facts(device: str) -> dict[str, Any]:
 def probe() -> dict[str, Any]:
     """What this environment offers: torch, opaque support and why not, the auto mode, the device."""
     return {**environment_facts(default_device()), "auto_mode": auto_mode()}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``layername probe``."""
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_probe)
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    info = probe()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key}: {value}")
-    return 0

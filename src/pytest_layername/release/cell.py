@@ -15,7 +15,6 @@ are this command's, plus only :data:`ACCEPTED_FLAGS`/:data:`ACCEPTED_OPTIONS` (o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -27,12 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .matrix import (
-    DEFAULT_MATRIX,
-    DEFAULT_REPORTS_DIR,
     Cell,
-    MatrixError,
     device_available,
-    load_matrix,
     write_skip_marker,
 )
 from .report import ReportError, load_report
@@ -192,41 +187,3 @@ def run_cell(cell: Cell, reports_dir: Path, python: str = sys.executable, extra:
         )
     log(f"{cell.name}: detected mode {detected} as expected; report {report}")
     return 0 if status == 0 else 1
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``layername cell``."""
-    p.add_argument("name", help="cell name in the matrix file")
-    p.add_argument("--matrix", default=DEFAULT_MATRIX, help="matrix file (default: %(default)s)")
-    p.add_argument("--reports", default=DEFAULT_REPORTS_DIR, help="reports folder (default: %(default)s)")
-    p.add_argument("--pytest-args", default="", help="extra pytest arguments as one string, e.g. '-n 4 -x'")
-    p.set_defaults(func=_cmd_cell)
-
-
-def _extra_arguments(text: str) -> list[str]:
-    try:
-        extra = shlex.split(text)
-    except ValueError as error:
-        raise CellError(f"--pytest-args {text[:80]!r}: {error} (quote as in a shell)") from None
-    if bad := unaccepted_arguments(extra):
-        print(
-            f"layername: warning: --pytest-args {shlex.join(bad)[:200]} may change which tests run or how they are "
-            "judged: the gate will not accept this run's report (only output and -n/--dist options are accepted)",
-            file=sys.stderr,
-        )
-    return extra
-
-
-def _cmd_cell(args: argparse.Namespace) -> int:
-    reports = Path(args.reports)
-    try:
-        if reports.exists() and not reports.is_dir():
-            raise CellError(f"--reports {reports} is not a directory")
-        cell = load_matrix(args.matrix).cell(args.name)
-        return run_cell(cell, reports, extra=_extra_arguments(args.pytest_args))
-    except (MatrixError, CellError) as error:
-        print(f"layername: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"layername: error: {error.filename or args.reports}: {error.strerror or error}", file=sys.stderr)
-        return 2

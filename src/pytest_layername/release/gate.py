@@ -34,10 +34,8 @@ Every problem names the cell and the report field.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from packaging.version import InvalidVersion
 
 from .cell import command_problem
 from .inputs import short
-from .matrix import DEFAULT_MATRIX, Cell, MatrixError, device_available, load_matrix, read_skip_marker
+from .matrix import Cell, MatrixError, device_available, load_matrix, read_skip_marker
 from .provenance import git_state, project_version, resolve_commit
 from .report import ReportError, load_report, summarize
 
@@ -543,71 +541,3 @@ def format_markdown(gate: GateResult) -> str:
         lines += ["", f"**{escape(not_gated[0])}**", "", *(f"- {escape(line.strip())}" for line in not_gated[1:])]
     lines += ["", escape(_expected_line(gate)), "", _decision(gate)]
     return "\n".join(lines) + "\n"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``layername gate``."""
-    p.add_argument("reports_dir", metavar="REPORTS_DIR", help="folder holding <cell>.json reports")
-    p.add_argument("--matrix", default=DEFAULT_MATRIX, help="matrix file (default: %(default)s)")
-    p.add_argument("--tier", action="append", default=[], help="cells of this tier are required (repeatable)")
-    p.add_argument("--cell", action="append", default=[], help="this cell is required (repeatable)")
-    p.add_argument("--markdown", help="markdown summary path (default: REPORTS_DIR/gate.md)")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="release mode: a required cell skipped for a missing device fails (default: it is reported NOT GATED)",
-    )
-    p.add_argument(
-        "--compat-md", metavar="PATH", help="also write the compatibility table (e.g. docs/compatibility.md)"
-    )
-    p.add_argument(
-        "--commit",
-        metavar="REV",
-        help="the commit every report must come from (default: HEAD of the git checkout the gate runs in)",
-    )
-    p.add_argument(
-        "--allow-no-commit",
-        action="store_true",
-        help="accept reports that record no commit (runs outside a git checkout, e.g. a GPU machine's copy of the "
-        "tree); also lets the gate run outside a checkout without --commit",
-    )
-    p.add_argument("--allow-dirty", action="store_true", help="accept reports of runs from a checkout with changes")
-    p.add_argument(
-        "--max-age-days",
-        type=float,
-        default=DEFAULT_MAX_AGE_DAYS,
-        metavar="DAYS",
-        help="reject reports of runs that ended longer ago (default: %(default)s)",
-    )
-    p.set_defaults(func=_cmd_gate)
-
-
-def _cmd_gate(args: argparse.Namespace) -> int:
-    try:
-        folder = Path(args.reports_dir)
-        if folder.exists() and not folder.is_dir():
-            raise GateUsageError(f"REPORTS_DIR {folder} is not a directory")
-        expect = Expectations.resolve(args.commit, args.allow_no_commit, args.allow_dirty, args.max_age_days)
-        gate = run_gate(args.matrix, args.reports_dir, args.tier, args.cell, strict=args.strict, expect=expect)
-    except (MatrixError, GateUsageError) as error:
-        print(f"layername: error: {error}", file=sys.stderr)
-        return 2
-    print(format_text(gate), end="")
-    markdown = format_markdown(gate)
-    summary_path = Path(args.markdown) if args.markdown else Path(args.reports_dir) / "gate.md"
-    try:
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(markdown, encoding="utf-8")
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as handle:
-                handle.write(markdown)
-        if args.compat_md:
-            from .compat_table import render
-
-            Path(args.compat_md).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.compat_md).write_text(render(gate), encoding="utf-8")
-    except OSError as error:
-        print(f"layername: error: cannot write the gate summary: {error}", file=sys.stderr)
-        return 2
-    return 0 if gate.passed else 1

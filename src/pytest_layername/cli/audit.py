@@ -1,45 +1,26 @@
-"""``layername audit``: arguments, one audit run over walked packages, namespaces and a model, its output.
+"""``layername audit``: its arguments, one audit run (:func:`~..checks.audit_run.run_audit`) and its output.
 
-The audit itself (rules, findings, baselines) is :mod:`.audit`; SARIF output is :mod:`.audit_sarif`.
+The audit itself (rules, findings, baselines) is :mod:`..checks.audit`; SARIF output is
+:mod:`..checks.audit_sarif`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
 import sys
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..compile.measure import USAGE_ERRORS
-from .audit import (
-    RULES,
-    STR_RULE,
-    AuditError,
-    Baseline,
-    BaselineComparison,
-    Finding,
-    ModelAudit,
-    NamespaceAudit,
-    OpaqueCheck,
-    audit_model,
-    audit_namespace,
-    load_factory,
-    opaque_check,
-    reference_model,
-)
-from .audit_walk import WalkError, WalkResult, all_op_names, walk_packages, walked_namespaces
+from ..checks.audit import RULES, STR_RULE, AuditError, Baseline, BaselineComparison, NamespaceAudit
+from ..checks.audit_run import AuditRun, run_audit
+from ..checks.audit_walk import WalkError, WalkResult
+from ..core.names import REFERENCE_IMPL
+from . import CommandError
+from .compile_stats import USAGE_ERRORS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``layername audit``."""
-    from ..core.implementation import REFERENCE_IMPL
-
     p.add_argument("--namespace", action="append", default=[], help="torch.library namespace to scan (repeatable)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help="import first")
     p.add_argument(
@@ -64,62 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-baseline", metavar="FILE", help="record the op findings in FILE (a new baseline)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--sarif", metavar="PATH", help="also write the op findings as SARIF 2.1.0 (GitHub code scanning)")
-    p.set_defaults(func=cmd_audit, usage_errors=USAGE_ERRORS)
-
-
-def _build(args: argparse.Namespace) -> Any:
-    from ..harness.models import MODEL_NAMES
-
-    if ":" in args.model:
-        return load_factory(args.model)
-    if args.model not in MODEL_NAMES:
-        raise AuditError(
-            f"--model {args.model!r} is neither MODULE:FACTORY nor a reference model ({', '.join(MODEL_NAMES)})"
-        )
-    return reference_model(args.model, args.layers, args.mode, args.impl)
-
-
-@dataclass
-class AuditRun:
-    """Everything one ``layername audit`` found, and what it covered."""
-
-    walk: WalkResult | None
-    namespaces: list[NamespaceAudit]
-    model: ModelAudit | None
-    opaque: OpaqueCheck
-    seconds: float  # finding and auditing the namespaces (the walk's imports not included)
-    baseline: BaselineComparison | None = None
-
-    @property
-    def op_findings(self) -> list[Finding]:
-        return [f for n in self.namespaces for f in n.findings]
-
-    @property
-    def findings(self) -> int:
-        return len(self.op_findings) + (len(self.model.findings) if self.model else 0)
-
-    def summary(self) -> dict[str, Any]:
-        walk = self.walk
-        return {
-            "modules_imported": len(walk.imported) if walk else None,
-            "modules_failed": len(walk.failed) if walk else None,
-            "namespaces": len(self.namespaces),
-            "ops": sum(len(n.ops) for n in self.namespaces),
-            "findings": self.findings,
-            "walk_seconds": round(walk.seconds, 3) if walk else None,
-            "audit_seconds": round(self.seconds, 3),
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "walk": self.walk.as_dict() if self.walk else None,
-            "namespaces": [n.as_dict() for n in self.namespaces],
-            "model": self.model.as_dict() if self.model else None,
-            "opaque_check": {"available": self.opaque.available, "reason": self.opaque.reason},
-            "summary": self.summary(),
-            "findings": self.findings,
-            "baseline": self.baseline.as_dict() if self.baseline else None,
-        }
+    p.set_defaults(func=cmd_audit, usage_errors=(*USAGE_ERRORS, AuditError, WalkError))
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -134,70 +60,25 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise AuditError(f"--baseline {args.baseline!r}: not a regular file")
 
 
-def _audit_namespaces(namespaces: Iterable[str], walk: WalkResult | None, check: OpaqueCheck) -> list[NamespaceAudit]:
-    audits = []
-    for namespace in namespaces:
-        try:
-            audits.append(audit_namespace(namespace, check=check))
-        except AuditError as error:
-            if walk is None or not walk.failed:
-                raise
-            failed = "; ".join(str(f) for f in walk.failed)
-            raise AuditError(f"{error}; the walk failed to import {len(walk.failed)} module(s): {failed}") from error
-    return audits
-
-
-def run_audit(args: argparse.Namespace) -> AuditRun:
-    """The audits ``args`` ask for; raises :class:`AuditError` (or :class:`.audit_walk.WalkError`) on bad input."""
-    _check_flags(args)
-    baseline = Baseline.load(args.baseline) if args.baseline else None
-    before = all_op_names()
-    with contextlib.redirect_stdout(sys.stderr):  # what imported modules print must not mix with --json
-        for module_name in args.imports:
-            try:
-                importlib.import_module(module_name)
-            except ImportError as error:
-                raise AuditError(f"--import {module_name!r}: {error}") from error
-    walk = walk_packages(args.walk, args.include_tests) if args.walk else None
-    model = audit_model(_build(args), args.model) if args.model else None  # imports the model's ops first
-    start = time.perf_counter()
-    namespaces = args.namespace
-    if not namespaces and walk is not None:
-        namespaces = walked_namespaces(before, [*args.imports, *walk.imported])
-    check = opaque_check()
-    audits = _audit_namespaces(namespaces, walk, check)
-    run = AuditRun(walk, audits, model, check, time.perf_counter() - start)
-    if baseline is not None:
-        run.baseline = baseline.compare(run.op_findings, [a.namespace for a in audits])
-    return run
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """``layername audit``: 0 clean (or not strict), 1 findings with ``--strict`` or import failures with
     ``--fail-on-import-errors``, 2 bad input."""
-    from ..core.modes import ModeError
-
-    try:
-        run = run_audit(args)
-    except (AuditError, WalkError, ModeError) as error:
-        print(f"layername: error: {error}", file=sys.stderr)
-        return 2
+    _check_flags(args)
+    run = run_audit(
+        namespaces=args.namespace, imports=args.imports, walk=args.walk, include_tests=args.include_tests,
+        model=args.model, layers=args.layers, mode=args.mode, impl=args.impl, baseline=args.baseline,
+    )  # fmt: skip
     root = Path.cwd()
     if args.write_baseline:
-        try:
-            Baseline.of(run.op_findings).write(args.write_baseline)
-        except AuditError as error:
-            print(f"layername: error: {error}", file=sys.stderr)
-            return 2
+        Baseline.of(run.op_findings).write(args.write_baseline)
     if args.sarif:
-        from .audit_sarif import sarif_log
+        from ..checks.audit_sarif import sarif_log
 
         log = sarif_log(run, root, import_failures_fail=args.fail_on_import_errors)
         try:
             Path(args.sarif).write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
         except OSError as error:
-            print(f"layername: error: --sarif {args.sarif!r}: cannot write: {error.strerror or error}", file=sys.stderr)
-            return 2
+            raise CommandError(f"--sarif {args.sarif!r}: cannot write: {error.strerror or error}") from None
     if args.json:
         print(json.dumps(run.as_dict(), indent=2))
         for finding in run.baseline.new if run.baseline else ():  # named where a CI log shows it

@@ -313,7 +313,8 @@ def test_a_cell_runs_the_slow_tests_that_the_checkouts_addopts_deselect(tmp_path
     from pytest_layername.release.cell import pytest_command
 
     cell = load_matrix(ROOT / "matrix.toml").cells[0]
-    command = [a for a in pytest_command(cell, tmp_path) if not a.startswith(("--layername-report", "--junitxml"))]
+    own_outputs = ("--layername-report", "--junitxml", "--layername-cell")  # --layername-cell needs a report
+    command = [a for a in pytest_command(cell, tmp_path) if not a.startswith(own_outputs)]
     slow = {t for t in _collected(command) if "::test_piecewise_fuses_inside_pieces[" in t and t.endswith("-32]")}
     assert slow
     plain = [

@@ -80,7 +80,7 @@ def test_what_was_compiled_before_the_block_does_not_count_and_stays_compiled(fr
 def test_a_wrong_expectation_fails_naming_the_count(fresh_cache: Any) -> None:
     with observe_compile() as seen:
         torch.compile(fn)(torch.randn(8, 8))
-    with pytest.raises(CountMismatch, match=r"fx_graph_cache_misses\s+0\s+1"):
+    with pytest.raises(CountMismatch, match=r"fx_graph_cache_misses expected 0, got 1"):
         expect_counts(seen.stats, fx_graph_cache_misses=0)
 
 
@@ -129,7 +129,7 @@ def test_engine_counters_are_read_as_deltas_beside_torchs(fresh_cache: Any) -> N
     assert stats.engine_counts["toy.backend_calls"] == stats.graphs == 2  # the engine agrees with Dynamo
     assert (stats.artifacts_saved, stats.artifacts_loaded, stats.artifacts_source) == (2, 0, "toy")
     expect_counts(stats, **{"toy.backend_calls": 2}, recompiles=1)
-    with pytest.raises(CountMismatch, match=r"toy\.backend_calls\s+1\s+2"):
+    with pytest.raises(CountMismatch, match=r"toy\.backend_calls expected 1, got 2"):
         expect_counts(stats, **{"toy.backend_calls": 1})
 
 

@@ -99,3 +99,22 @@ def test_without_a_fresh_session_state_leaks():
         fresh = session.stats
     assert fresh.fx_graph_cache_hits == 0 and fresh.fx_graph_cache_misses == cold.fx_graph_cache_misses
     assert fresh.dynamo_frames == cold.dynamo_frames == 1
+
+
+def test_a_nested_fresh_session_leaves_the_outer_cache_alone():
+    """A fresh session inside another starts cold and does not empty the outer session's FX-graph cache."""
+    impl = load_implementation()
+    model = build_model("decoder", 1, impl, "string")
+    x = model.example_input()
+    with compile_session() as outer:
+        run(model, torch.compile(model, backend=outer.backend("inductor")), x)
+        with compile_session() as inner:
+            torch.compile(lambda t: t * 3, backend=inner.backend("inductor"))(x)  # another graph
+            nested = inner.stats
+        before = outer.stats
+        torch._dynamo.reset()
+        run(model, torch.compile(model, backend=outer.backend("inductor")), x)
+        again = outer.stats
+    assert nested.fx_graph_cache_hits == 0 and nested.fx_graph_cache_misses > 0  # cold inside
+    assert again.fx_graph_cache_misses == before.fx_graph_cache_misses  # the outer entries were still there
+    assert again.fx_graph_cache_hits - before.fx_graph_cache_hits == 2  # both pieces of the 1-layer decoder

@@ -220,7 +220,7 @@ def _record_reload(result: CacheRoundTrip, answer: dict[str, Any]) -> None:
 
 
 def _reload_via_cache(impl: Implementation, mode: Mode, result: CacheRoundTrip) -> None:
-    with compile_session(fresh_inductor_cache=True):  # TORCHINDUCTOR_CACHE_DIR: a fresh dir, until the block ends
+    with compile_session(fresh_inductor_cache=True):  # empty FX-graph cache in TORCHINDUCTOR_CACHE_DIR
         with recording() as received:
             torch.compile(Probe(impl, mode, result.names), backend="inductor", fullgraph=True)(
                 torch.zeros(2, device=result.device)

@@ -7,7 +7,12 @@ compile (an engine's start-up), from torch's global counters and any engine adap
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,6 +25,8 @@ from .graph_breaks import GraphBreakLog
 from .stats import CompileStats, PieceLog, Recompile, counter_values
 
 FX_GRAPH_SAVED = "fx_graph_cache_saved"
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+TRITON_CACHE_ENV = "TRITON_CACHE_DIR"
 
 
 def _fx_graph_cache_writes() -> int | None:
@@ -146,7 +153,7 @@ class CompileSession:
 
 @contextlib.contextmanager
 def compile_session(fresh_inductor_cache: bool = True) -> Iterator[CompileSession]:
-    """A :class:`CompileSession` with fresh Dynamo state and (by default) an empty inductor cache dir."""
+    """A :class:`CompileSession` with fresh Dynamo state and (by default) empty FX-graph and AOT-autograd caches."""
     session = CompileSession()
     cache = _fresh_inductor_cache() if fresh_inductor_cache else contextlib.nullcontext()
     with cache:
@@ -174,8 +181,48 @@ def observe_compile(engines: Iterable[AttributeCounters] = ()) -> Iterator[Compi
         session.stop()
 
 
-def _fresh_inductor_cache() -> contextlib.AbstractContextManager[None]:
-    from torch._inductor import utils as inductor_utils
+#: Fresh sessions open now (a session nested in another gets a cache dir of its own).
+_open_fresh_sessions: list[str] = []
 
-    fresh = getattr(inductor_utils, "fresh_cache", None) or inductor_utils.fresh_inductor_cache
-    return fresh()
+
+@functools.cache
+def _session_cache_dir(depth: int) -> str:
+    """This process's inductor cache dir for fresh sessions nested ``depth`` deep, removed at exit."""
+    folder = tempfile.mkdtemp(prefix=f"layername-session-cache-{depth}-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _fresh_inductor_cache() -> Iterator[None]:
+    """Empty FX-graph, AOT-autograd and Dynamo (PGO) caches; compiled C++/Triton kernels stay between sessions.
+
+    What the counts read (FX-graph and AOT-autograd cache hits and misses) starts empty in every session,
+    as with torch's ``fresh_cache``; a kernel whose source an earlier session compiled loads from disk
+    instead of going through the C++ compiler again, which is most of a CPU compile's time. A session
+    nested in another uses another dir, so the outer session's entries survive it.
+    """
+    from torch._functorch._aot_autograd.autograd_cache import AOTAutogradCache
+    from torch._inductor import utils as inductor_utils
+    from torch._inductor.codecache import FxGraphCache
+
+    clear_caches = getattr(inductor_utils, "clear_caches", None) or inductor_utils.clear_inductor_caches
+    folder = _session_cache_dir(len(_open_fresh_sessions))
+    saved = {key: os.environ.get(key) for key in (CACHE_ENV, TRITON_CACHE_ENV)}
+    os.environ[CACHE_ENV] = folder
+    os.environ[TRITON_CACHE_ENV] = os.path.join(folder, "triton")
+    _open_fresh_sessions.append(folder)
+    try:
+        clear_caches()
+        FxGraphCache.clear()
+        AOTAutogradCache.clear()
+        shutil.rmtree(os.path.join(folder, "dynamo"), ignore_errors=True)
+        yield
+    finally:
+        _open_fresh_sessions.pop()
+        clear_caches()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

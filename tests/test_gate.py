@@ -16,7 +16,7 @@ from pytest_layername.cli import main
 from pytest_layername.compile.stats import CompileStats
 from pytest_layername.release.cell import cell_arguments
 from pytest_layername.release.gate import Expectations, run_gate
-from pytest_layername.release.matrix import Cell, load_matrix, write_skip_marker
+from pytest_layername.release.matrix import Cell, load_matrix, tomllib, write_skip_marker
 from pytest_layername.release.provenance import project_version
 from pytest_layername.release.report import SCHEMA_VERSION, summarize, write_report
 
@@ -30,7 +30,9 @@ LAYERS = 32
 #: do not depend on the checkout (or none) they run in
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
-INI_ADDOPTS = ["--strict-markers", "-ra", "-p", "no:cacheprovider"]  # pyproject's, which a cell run picks up
+#: pyproject's addopts, which a cell run in this checkout picks up (its -m is overridden by the cell's -m "")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+INI_ADDOPTS = PYPROJECT["tool"]["pytest"]["ini_options"]["addopts"]
 
 
 @pytest.fixture(autouse=True)
@@ -572,6 +574,11 @@ ONE_MODE_TESTS = [t for t in model_tests(OPAQUE) if t["mode"] != "string"]
             {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "-k", "decoder or bug"]},
             None,
             "run.pytest_args: added -k 'decoder or bug', which may change which tests run",
+        ),
+        (
+            {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "-m", "not layername_slow"]},
+            None,
+            "run.pytest_args: added -m 'not layername_slow'",  # after the cell's -m '': it wins
         ),
         (
             {"pytest_args": [*INI_ADDOPTS, *cell_arguments(OPAQUE, Path("r")), "--ignore=x"]},

@@ -47,6 +47,9 @@ ACCEPTED_OPTIONS = ("--tb", "--color", "--durations", "--durations-min", "--capt
 ACCEPTED_PLUGIN_OPTIONS = ("no:cacheprovider",)  # -p VALUE
 #: Options of the cell command whose value is the run's own (paths, and the cell and digest the gate checks itself).
 RUN_OWN_VALUES = ("--layername-report=", "--junitxml=", "--layername-cell=", "--layername-cell-digest=")
+#: Options the cell command sets itself: the same option earlier on the line (a checkout's addopts, such as
+#: ``-m "not layername_slow"``) is overridden by the command's value (pytest keeps the last).
+SET_BY_THE_COMMAND = ("-m",)
 
 
 class CellError(RuntimeError):
@@ -126,6 +129,17 @@ def unaccepted_arguments(args: Sequence[str]) -> list[str]:
     return bad
 
 
+def _without_overridden(args: Sequence[str]) -> list[str]:
+    """``args`` (what precedes the cell command) less the options the command sets again later."""
+    kept, tokens = [], iter(args)
+    for token in tokens:
+        if token in SET_BY_THE_COMMAND:
+            next(tokens, None)
+            continue
+        kept.append(token)
+    return kept
+
+
 def _same(expected: str, actual: str) -> bool:
     own = next((prefix for prefix in RUN_OWN_VALUES if expected.startswith(prefix)), None)
     return actual.startswith(own) if own else actual == expected
@@ -142,7 +156,7 @@ def command_problem(cell: Cell, args: Sequence[str]) -> str | None:
     ]
     if not starts:
         return f"not the command `layername cell {cell.name}` runs for this cell ({shlex.join(core[:8])} ...)"
-    rest = [*args[: starts[0]], *args[starts[0] + len(core) :]]
+    rest = [*_without_overridden(args[: starts[0]]), *args[starts[0] + len(core) :]]
     if bad := unaccepted_arguments(rest):
         shown = shlex.join(bad)
         return (

@@ -9,27 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from broken_impls._value import NamedValue
 from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, opaque_support, register_value_type
 
 
-class LayerName(opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LayerName) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash((LayerName, self.value))
-
+class LayerName(NamedValue, opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"LayerName({self.value!r})"
-
-    def __fx_repr__(self) -> tuple[str, dict[str, type]]:
-        return f"LayerName({self.value!r})", {"LayerName": LayerName}
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return LayerName, (self.value,)
 
 
 if opaque_support().supported and not is_registered_opaque_type(LayerName):

@@ -5,26 +5,13 @@ An engine that declares its ops at import (``torch.library.custom_op`` with a ``
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_layername.core.compat import is_registered_opaque_type, opaque_base, opaque_support, register_value_type
 
+from ._value import NamedValue
 
-class LayerName(opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
-    def __init__(self, value: str) -> None:
-        self.value = value
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LayerName) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash((LayerName, self.value))
-
-    def __fx_repr__(self) -> tuple[str, dict[str, type]]:
-        return f"LayerName({self.value!r})", {"LayerName": LayerName}
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return LayerName, (self.value,)
+class LayerName(NamedValue, opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
+    """Correct in itself: the bug is when it is registered."""
 
 
 _USE_LAYERNAME = opaque_support().supported

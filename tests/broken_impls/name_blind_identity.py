@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_layername.core.compat import opaque_base, opaque_support, register_value_type
 
+from ._value import NamedValue
 
-class LayerName(opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
-    def __init__(self, value: str) -> None:
-        self.value = value
 
+class LayerName(NamedValue, opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LayerName)  # the bug: any two names are equal
 
     def __hash__(self) -> int:
         return hash(LayerName)  # the bug: one hash for every name
-
-    def __fx_repr__(self) -> tuple[str, dict[str, type]]:
-        return f"LayerName({self.value!r})", {"LayerName": LayerName}
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return LayerName, (self.value,)
 
 
 if opaque_support().supported:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pytest_layername.core.compat import opaque_base, opaque_support, register_value_type
 
+from ._value import NamedValue
+
 _NAMES: list[str] = []  # this process's names, in order of first use
 
 
@@ -13,20 +15,11 @@ def _from_index(index: int) -> LayerName:
     return LayerName(_NAMES[index])
 
 
-class LayerName(opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
+class LayerName(NamedValue, opaque_base() if opaque_support().supported else object):  # type: ignore[misc]
     def __init__(self, value: str) -> None:
-        self.value = value
+        super().__init__(value)
         if value not in _NAMES:
             _NAMES.append(value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LayerName) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash((LayerName, self.value))
-
-    def __fx_repr__(self) -> tuple[str, dict[str, type]]:
-        return f"LayerName({self.value!r})", {"LayerName": LayerName}
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
         return _from_index, (_NAMES.index(self.value),)  # the bug: an index, meaningless in another process

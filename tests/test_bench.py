@@ -164,17 +164,23 @@ def test_reference_starts_cold_then_warm_in_both_modes() -> None:
 
 
 def _engine_report(tmp_path: Path) -> Path:
-    """A report as the engine stage writes it: one test, four starts with known seconds."""
+    """A report as the engine stage writes it: one test, four starts with known seconds, and a negative
+    control's start and a family that could not start, which the figures leave out."""
     seconds = {("1", "cold"): 100.0, ("1", "warm"): 50.0, ("0", "cold"): 300.0, ("0", "warm"): 60.0}
     starts = [
-        {"label": f"kv-inside x8 {'LayerName' if flag == '1' else 'str'} {phase}", "target": "vllm_start:start_engine",
+        {"label": f"llama x8 inside {mode} {phase}", "target": "vllm_start:start_engine",
          "seconds": s, "target_seconds": s - 20, "counts": {"artifacts_saved": 3, "artifacts_loaded": 0},
-         "result": {"split": "kv-inside", "layers": 8, "use_layername": flag == "1"}}
+         "result": {"split": "inside", "layers": 8, "use_layername": flag == "1",
+                    "start": {"family": "llama", "mode": mode, "variant": "", "phase": phase, "tamper": None}}}
         for (flag, phase), s in seconds.items()
+        for mode in ["LayerName" if flag == "1" else "str"]
     ]  # fmt: skip
+    tampered = {**starts[0], "seconds": 1e6, "result": {**starts[0]["result"], "start": {
+        **starts[0]["result"]["start"], "tamper": "moe-to-first"}}}  # fmt: skip
+    failed = {**starts[0], "seconds": 1e6, "result": {**starts[0]["result"], "error": "RuntimeError: x"}}
     test = {
-        "nodeid": "test_vllm_engine.py::test_engine_start_cold_then_warm[kv-inside-8]",
-        "stats": {"process_starts": starts},
+        "nodeid": "test_vllm_engine.py::test_family_against_transformers[llama]",
+        "stats": {"process_starts": [*starts, tampered, failed]},
     }
     path = tmp_path / "vllm-engine.json"
     path.write_text(json.dumps({"run": {"start": "2026-12-01T00:00:00"}, "tests": [test]}), encoding="utf-8")
@@ -183,14 +189,14 @@ def _engine_report(tmp_path: Path) -> Path:
 
 def test_engine_figures_are_read_from_the_engine_stage_report(tmp_path: Path) -> None:
     engine = bench_starts.engine_starts(_engine_report(tmp_path))
-    (row,) = bench_starts.start_ratios(engine["starts"], ("split", "layers"))
-    assert (row["split"], row["layers"]) == ("kv-inside", 8)
+    (row,) = bench_starts.start_ratios(engine["starts"], ("family", "split", "layers"))
+    assert (row["family"], row["split"], row["layers"]) == ("llama", "inside", 8)
     assert row["string_over_opaque"] == {"cold": 3.0, "warm": 1.2}
     assert row["warm_over_cold"] == {"opaque": 0.5, "string": 0.2}
     text = "\n".join(
         bench_starts.render({"reference": {"available": False, "reason": "--no-starts"}, "engine": engine})
     )
-    assert "**read from**" in text and "| kv-inside x8 | 100.0 | 300.0 | 50.0 | 60.0 | 3.00x | 1.20x |" in text
+    assert "**read from**" in text and "| llama inside x8 | 100.0 | 300.0 | 50.0 | 60.0 | 3.00x | 1.20x |" in text
     missing = bench_starts.engine_starts(tmp_path / "none.json")
     assert not missing["available"] and "run nox -s vllm first" in missing["reason"]
 

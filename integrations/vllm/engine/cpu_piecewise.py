@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,37 @@ RUNTIME_FIXES = (
     ),
 )
 
+#: Optional runtime items (:func:`applied` ``optional=``): the MoE paths a GPU engine or an older torch runs.
+MOE_OP = Fix(
+    "moe_custom_op",
+    "MoERunner._select_forward returns the vllm::moe_forward / moe_forward_shared custom op on CPU too",
+    "vLLM-CPU calls the op's Python function _moe_forward directly (MoERunner._select_forward, is_cpu()): Dynamo "
+    "traces through it, the runner's _resolve_layer_name (assume_constant_result) resolves each layer while "
+    "tracing, and no layer name reaches a compiled piece. On CUDA the runner calls the custom op, which takes "
+    "the layer name (LayerName, or the string-mode sentinel 'from_forward_context' resolved by call order); "
+    "this fix runs that path on CPU.",
+)
+MOE_CALL_ORDER = Fix(
+    "moe_call_order",
+    "VllmConfig.__post_init__ leaves compilation_config.fast_moe_cold_start = True",
+    "vLLM turns fast_moe_cold_start off on torch >= 2.11 (VllmConfig.__post_init__, HAS_OPAQUE_TYPE) and on by "
+    "default on older torch, where string mode is the only mode: the MoE runner passes the sentinel "
+    "'from_forward_context' and get_layer_from_name finds each layer by call order "
+    "(forward_context.moe_layer_index). This fix runs that string-mode path on torch 2.13.",
+)
+OPTIONAL_FIXES = {fix.name: fix for fix in (MOE_OP, MOE_CALL_ORDER)}
+
+#: ``LLM(...)`` arguments some families need (:func:`engine_args`).
+MODEL_FIXES = (
+    Fix(
+        "mla_reference_backend",
+        'attention_backend="CPU_MLA" for MLA models',
+        "On a CPU with AMX tiles vLLM picks AMX_MLA, whose process_weights_after_loading needs bf16/fp16/int8 "
+        "weights (RuntimeError: expect weight to be bfloat16, float16, int8, fp8_e4m3 or uint8(mxfp4 or int4)); "
+        "the reference CPU_MLA backend runs float32 weights, on any x86 CPU.",
+    ),
+)
+
 FIXES = CONFIG_FIXES + RUNTIME_FIXES
 
 
@@ -83,6 +114,13 @@ def compilation_config(splitting_ops: list[str] | None) -> dict[str, Any]:
     if splitting_ops is not None:
         config["splitting_ops"] = list(splitting_ops)
     return config
+
+
+def engine_args(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[Fix, ...]]:
+    """Extra ``LLM(...)`` arguments for the model of ``config`` (its ``config.json``), and the fixes they are."""
+    if config.get("kv_lora_rank"):  # vLLM's use_mla: DeepSeek-style multi-head latent attention
+        return {"attention_backend": "CPU_MLA"}, MODEL_FIXES
+    return {}, ()
 
 
 def _keep_vllm_compile(original: Callable[..., None]) -> Callable[..., None]:
@@ -119,19 +157,52 @@ def check_version() -> str:
     return version
 
 
+def _moe_custom_op(original: Callable[..., Any]) -> Callable[..., Any]:
+    import torch
+
+    @functools.wraps(original)
+    def select_forward(self: Any) -> Any:
+        ops = torch.ops.vllm
+        return ops.moe_forward if self._shared_experts is None else ops.moe_forward_shared
+
+    return select_forward
+
+
+def _moe_call_order(original: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(original)
+    def post_init(self: Any) -> None:
+        original(self)
+        self.compilation_config.fast_moe_cold_start = True
+
+    return post_init
+
+
 @contextlib.contextmanager
-def applied() -> Iterator[tuple[Fix, ...]]:
-    """Apply :data:`RUNTIME_FIXES` (after :func:`check_version`); restore vLLM's methods on exit."""
+def applied(optional: Collection[str] = ()) -> Iterator[tuple[Fix, ...]]:
+    """Apply :data:`RUNTIME_FIXES` and the ``optional`` ones named (:data:`OPTIONAL_FIXES`), after
+    :func:`check_version`; restore vLLM's methods on exit."""
     check_version()
+    unknown = sorted(set(optional) - set(OPTIONAL_FIXES))
+    if unknown:
+        raise ValueError(f"unknown optional fix(es) {', '.join(unknown)}: one of {', '.join(OPTIONAL_FIXES)}")
     from vllm.compilation.passes.utility.fix_functionalization import FixFunctionalizationPass
+    from vllm.config import VllmConfig
+    from vllm.model_executor.layers.fused_moe.runner.moe_runner import MoERunner
     from vllm.platforms.cpu import CpuPlatform
 
     platform_method = CpuPlatform.__dict__["check_and_update_config"]  # a classmethod object
-    pass_call = FixFunctionalizationPass.__dict__["__call__"]
+    wrapped = [
+        (FixFunctionalizationPass, "__call__", _skip_on_cpu),
+        *([(MoERunner, "_select_forward", _moe_custom_op)] if MOE_OP.name in optional else []),
+        *([(VllmConfig, "__post_init__", _moe_call_order)] if MOE_CALL_ORDER.name in optional else []),
+    ]
+    originals = [(owner, name, owner.__dict__[name]) for owner, name, _ in wrapped]
     CpuPlatform.check_and_update_config = classmethod(_keep_vllm_compile(platform_method.__func__))
-    FixFunctionalizationPass.__call__ = _skip_on_cpu(pass_call)
+    for owner, name, wrap in wrapped:
+        setattr(owner, name, wrap(owner.__dict__[name]))
     try:
-        yield FIXES
+        yield (*FIXES, *(OPTIONAL_FIXES[name] for name in sorted(optional)))
     finally:
         CpuPlatform.check_and_update_config = platform_method
-        FixFunctionalizationPass.__call__ = pass_call
+        for owner, name, original in originals:
+            setattr(owner, name, original)

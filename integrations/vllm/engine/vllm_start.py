@@ -1,4 +1,4 @@
-"""One start-up of a real vLLM engine on the CPU: a tiny Llama from a config only, in this process.
+"""One start-up of a real vLLM engine on the CPU: a tiny model of one family (families.py), in this process.
 
 :func:`start_engine` is a target for :func:`pytest_layername.compile.process_start.start_process`: it runs
 in a fresh process inside ``observe_compile(["vllm"])`` (vLLM's ``compilation_counter`` beside torch's
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,54 +24,37 @@ ENGINE_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
-#: vLLM's default split (None), and the KV-cache update inside the compiled pieces.
-SPLITS: dict[str, list[str] | None] = {
-    "default": None,
-    "kv-inside": ["vllm::unified_attention_with_output"],
-}
+#: The split of the compiled model: vLLM's default, or the per-layer ops (KV-cache update, MoE, Mamba) inside
+#: the compiled pieces (the family's attention op alone as ``splitting_ops``; see families.Family.inside).
+SPLITS = ("default", "inside")
 PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
 MAX_TOKENS = 2
+#: Top log-probabilities the engine returns per generated token (each is compared with transformers').
+TOP_LOGPROBS = 5
 
 
-def llama_config(layers: int) -> dict[str, Any]:
-    """A tiny Llama: hidden 128, 4 heads, 2 KV heads, intermediate 256, vocabulary 512, float32."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "num_hidden_layers": layers,
-        "vocab_size": 512,
-        "max_position_embeddings": 128,
-        "rms_norm_eps": 1e-5,
-        "torch_dtype": "float32",
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-
-
-def write_model(folder: Path, layers: int) -> Path:
-    """The model directory: ``config.json`` only (vLLM's dummy loader makes the weights)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(llama_config(layers), indent=1), encoding="utf-8")
-    return folder
-
-
-def layer_name_ops(graph: Any) -> list[str]:
-    """The ops in an FX graph that take a ``layer_name`` argument (by their schema), in order."""
+def piece_summary(graph: Any) -> dict[str, Any]:
+    """One piece of the split: the ops in it that take a ``layer_name`` (by their schema, in order), what
+    each receives as its layer name (a baked ``str`` constant, or a graph input), and the piece's structural
+    digest (:func:`pytest_layername.compile.graph_hash.graph_signature`: equal digests, one artifact)."""
     import torch
 
-    found = []
+    from pytest_layername.compile.graph_hash import graph_signature
+
+    ops, names = [], []
     for node in graph.graph.nodes:
         target = node.target
         if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload | torch._ops.OpOverloadPacket):
             continue
         overload = target.default if isinstance(target, torch._ops.OpOverloadPacket) else target
-        if any(argument.name == "layer_name" for argument in overload._schema.arguments):
-            found.append(overload._schema.name)
-    return found
+        arguments = [argument.name for argument in overload._schema.arguments]
+        if "layer_name" not in arguments:
+            continue
+        ops.append(overload._schema.name)
+        index = arguments.index("layer_name")
+        given = node.kwargs["layer_name"] if "layer_name" in node.kwargs else node.args[index]
+        names.append(repr(given) if isinstance(given, str) else "graph input")
+    return {"layer_name_ops": ops, "layer_names": names, "digest": graph_signature(graph).digest}
 
 
 @contextlib.contextmanager
@@ -86,7 +70,7 @@ def recording_split() -> Iterator[list[dict[str, Any]]]:
     def split_graph(graph: Any, splitting_ops: list[str]) -> Any:
         split_gm, items = original(graph, splitting_ops)
         for item in items:
-            pieces.append({"compiled": not item.is_splitting_graph, "layer_name_ops": layer_name_ops(item.graph)})
+            pieces.append({"compiled": not item.is_splitting_graph, **piece_summary(item.graph)})
         return split_gm, items
 
     backends.split_graph = split_graph
@@ -97,10 +81,14 @@ def recording_split() -> Iterator[list[dict[str, Any]]]:
 
 
 def split_summary(pieces: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of the split: compiled pieces, eager (splitting) pieces, and where the layer-name ops are."""
+    """Counts of the split: compiled pieces, eager (splitting) pieces, where the layer-name ops are, what the
+    compiled pieces receive as layer names (constant -> pieces), and how many distinct pieces there are."""
     compiled = [p for p in pieces if p["compiled"]]
     eager = [p for p in pieces if not p["compiled"]]
+    constants: Counter[str] = Counter(name for p in compiled for name in set(p["layer_names"]))
     return {
+        "distinct_compiled_pieces": len({p["digest"] for p in compiled}),
+        "compiled_layer_names": dict(sorted(constants.items())),
         "compiled_pieces": len(compiled),
         "eager_pieces": len(eager),
         "compiled_pieces_with_layer_name_ops": sum(bool(p["layer_name_ops"]) for p in compiled),
@@ -109,34 +97,67 @@ def split_summary(pieces: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def start_engine(session: Any, *, model: str, split: str) -> dict[str, Any]:
-    """Start the engine on ``model`` with ``split`` (:data:`SPLITS`), generate, and say what it ran with."""
-    import cpu_piecewise
-    import vllm
-    import vllm.utils.torch_utils as torch_utils
-    from vllm import LLM, SamplingParams
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
-    with cpu_piecewise.applied() as fixes, recording_split() as pieces:
-        llm = LLM(
-            model=model,
-            load_format="dummy",
-            skip_tokenizer_init=True,
-            max_model_len=128,
-            dtype="float32",
-            compilation_config=cpu_piecewise.compilation_config(SPLITS[split]),
-        )
-        outputs = llm.generate([{"prompt_token_ids": PROMPT}], SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0,
-                                                                           detokenize=False))  # fmt: skip
+
+def _top_logprobs(positions: Any) -> list[dict[str, float]]:
+    return [{str(token): float(entry.logprob) for token, entry in (position or {}).items()} for position in positions]
+
+
+def start_engine(
+    session: Any,
+    *,
+    model: str,
+    split: str,
+    inside: list[str] | None = None,
+    optional_fixes: list[str] | None = None,
+    tamper: str | None = None,
+) -> dict[str, Any]:
+    """Start the engine on ``model`` with ``split`` (:data:`SPLITS`; ``inside``: the splitting ops of the
+    "inside" split), generate greedily, and say what it ran with, what it produced and which layer-name ops
+    it called. ``optional_fixes``: names in cpu_piecewise.OPTIONAL_FIXES (the MoE custom op as on GPU, the MoE
+    call order as on older torch); ``tamper``: a negative control's lying resolver (:data:`op_calls.TAMPERS`)."""
+    import op_calls
+
+    with op_calls.recording(tamper) as calls:  # before vLLM registers its ops
+        import cpu_piecewise
+        import vllm
+        import vllm.utils.torch_utils as torch_utils
+        from vllm import LLM, SamplingParams
+
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        extra, model_fixes = cpu_piecewise.engine_args(config)
+        splitting_ops = None if split == "default" else list(inside or [])
+        with cpu_piecewise.applied(optional_fixes or ()) as fixes, recording_split() as pieces:
+            try:
+                llm = LLM(
+                    model=model, load_format="auto", skip_tokenizer_init=True, max_model_len=128, dtype="float32",
+                    compilation_config=cpu_piecewise.compilation_config(splitting_ops), **extra,
+                )  # fmt: skip
+                sampling = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, detokenize=False,
+                                          logprobs=TOP_LOGPROBS, prompt_logprobs=1)  # fmt: skip
+                outputs = llm.generate([{"prompt_token_ids": PROMPT}], sampling)
+            except Exception as error:  # the family cannot run here: vLLM's own error is the result
+                return {"architecture": config["architectures"][0], "split": split,
+                        "layers": config["num_hidden_layers"], "error": _first_line(error),
+                        "fixes": [fix.name for fix in (*fixes, *model_fixes)]}  # fmt: skip
     compilation = llm.llm_engine.vllm_config.compilation_config
+    output = outputs[0]
     return {
         "vllm": vllm.__version__,
+        "architecture": config["architectures"][0],
         "split": split,
-        "layers": json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"],
+        "layers": config["num_hidden_layers"],
         "use_layername": bool(torch_utils._USE_LAYERNAME),
         "env_use_layername": os.environ.get("VLLM_USE_LAYERNAME"),
         "mode": int(compilation.mode),
         "splitting_ops": list(compilation.splitting_ops or []),
-        "tokens": [list(o.token_ids) for o in outputs[0].outputs],
-        "fixes": [fix.name for fix in fixes],
+        "tokens": list(output.outputs[0].token_ids),
+        "logprobs": _top_logprobs(output.outputs[0].logprobs),
+        "prompt_logprobs": _top_logprobs(output.prompt_logprobs[1:]),
+        "fixes": [fix.name for fix in (*fixes, *model_fixes)],
         "split_seen": split_summary(pieces) if pieces else None,
+        "op_calls": calls.summary(),
     }

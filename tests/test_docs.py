@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -238,3 +239,12 @@ def test_each_option_is_tabulated_once_in_the_generated_page_and_nowhere_by_hand
     # the negative control: the old README's table listed --layername-allow-not-exercised twice
     old = "| `--layername-allow-not-exercised` | | | run even ... |\n| `--layername-allow-not-exercised` | | | let |\n"
     assert tabulated_options(old) == ["--layername-allow-not-exercised"] * 2
+
+
+def test_layername_docs_without_markdown_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setitem(sys.modules, "markdown_it", None)  # as if the docs extra were not installed
+    monkeypatch.delitem(sys.modules, "pytest_layername.docs.links")
+    assert main(["docs", "--check", "--root", str(ROOT)]) == 2
+    assert "pip install 'pytest-layername[docs]'" in capsys.readouterr().err

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..docs import REFERENCE_DIR, broken_links, reference_pages, stale_pages, write_reference
-from . import full_parser
+from ..docs import REFERENCE_DIR, reference_pages, stale_pages, write_reference
+from . import CommandError, full_parser
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_docs(args: argparse.Namespace) -> int:
+    try:
+        from ..docs.links import broken_links
+    except ModuleNotFoundError as error:
+        raise CommandError(
+            f"layername docs reads links with markdown-it-py: pip install 'pytest-layername[docs]' ({error})"
+        ) from None
     wanted = reference_pages(*full_parser())
     directory = args.root / REFERENCE_DIR
     if args.check:

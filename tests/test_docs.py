@@ -248,3 +248,9 @@ def test_layername_docs_without_markdown_it_says_what_to_install(
     monkeypatch.delitem(sys.modules, "pytest_layername.docs.links")
     assert main(["docs", "--check", "--root", str(ROOT)]) == 2
     assert "pip install 'pytest-layername[docs]'" in capsys.readouterr().err
+
+
+def test_the_slow_marker_has_one_wording():
+    """pyproject registers ``layername_slow`` for runs without the plugin, in the plugin's own words."""
+    pyproject = matrix.tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["tool"]["pytest"]["ini_options"]["markers"] == [plugin.SLOW_MARKER]

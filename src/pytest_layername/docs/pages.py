@@ -72,8 +72,8 @@ def _members(cls: type) -> list[str]:
             title = f"`{_signature(member)}`"
         else:
             continue
-        text = docstring(member, f"{cls.__name__}.{name}").replace("\n", "\n  ")  # continued in the bullet
-        bullets.append(f"- {title}: {text}")
+        first, *rest = docstring(member, f"{cls.__name__}.{name}").splitlines()
+        bullets.append("\n".join([f"- {title}: {first}", *(f"  {line}" if line else "" for line in rest)]))
     return bullets
 
 

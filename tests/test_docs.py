@@ -196,8 +196,9 @@ def test_a_broken_link_in_the_real_docs_is_found(tmp_path: Path):
     """The same check over a copy of this checkout's README and docs, with one link broken."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
-    for name in ("src", "integrations", "scripts", "matrix.toml", "noxfile.py", "LICENSE", "pyproject.toml", ".github"):
-        (tmp_path / name).symlink_to(ROOT / name)
+    for entry in ROOT.iterdir():  # what the docs link to, as it is in the checkout
+        if entry.name not in ("README.md", "docs"):
+            (tmp_path / entry.name).symlink_to(entry)
     assert broken_links(tmp_path) == []
     page = tmp_path / "docs" / "writing-tests.md"
     page.write_text(page.read_text() + "\n[gone](reference/no-such-page.md)\n")

@@ -11,12 +11,15 @@ import argparse
 import inspect
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .markdown import code, docstring, from_rst, page, slug, table
 
+if TYPE_CHECKING:
+    from ..plugin.options import Option
 
-def _flag(option: Any) -> str:
+
+def _flag(option: Option) -> str:
     if option.switch:
         return option.flag
     return f"{option.flag}={'|'.join(option.choices) if option.choices else option.metavar}"
@@ -96,10 +99,7 @@ def fixtures_page() -> str:
     """``fixtures-and-markers.md``: each fixture's docstring and the methods of what it yields; the markers."""
     from .. import plugin
 
-    blocks = [
-        "A test that uses any fixture or marker below (except `layername_inductor_cache` and `layername_slow`) "
-        "turns the plugin on. How to use them: [writing tests](../writing-tests.md)."
-    ]
+    blocks = ["Each says whether using it turns the plugin on. How to use them: [writing tests](../writing-tests.md)."]
     for name, fixture, scope in _fixtures():
         turns_on = "; using it turns the plugin on" if name in plugin.FIXTURES else ""
         blocks += [f"## `{name}`", f"*{scope} scope{turns_on}*", docstring(fixture, f"fixture {name}")]

@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, bench, one ``matrix(<cell>)`` per matrix.toml cell, and the release gate.
+"""nox sessions: tests, docs, lint, bench, one ``matrix(<cell>)`` per matrix.toml cell, and the release gate.
 
     nox -l                                      # list sessions (one per matrix cell)
     nox -s matrix gate                          # every cell this machine can run, then the gate (main job)
@@ -10,12 +10,13 @@
 Matrix cells ignore positional arguments (a cell is the fixed release definition); ``gate`` passes them
 to ``layername gate`` (e.g. ``--tier ci``, ``--strict``, ``--commit REV``, ``--allow-dirty``,
 ``--compat-md docs/compatibility.md``), ``tests``
-to pytest and ``bench`` to ``layername bench``. ``tests``, ``gate`` and ``bench`` run in the environment
-running nox (install the project there first). A cell gets its own venv with its torch, via uv when
-available so cells share one download cache; venvs are reused between runs (``-R``/``--reuse-venv=yes``
-is the default here), so a second run installs nothing new. A cell with ``install = "preinstalled"`` runs
-in the environment running nox, with its own torch (GPU images, vendor containers). Each cell is
-``layername cell <name>`` (:mod:`pytest_layername.release.cell`), which a machine without nox can run directly.
+to pytest, ``docs`` to ``layername docs`` and ``bench`` to ``layername bench``. ``tests``, ``docs``, ``gate`` and
+``bench`` run in the environment running nox (install the project there first). A cell gets its own venv
+with its torch, via uv when available so cells share one download cache; venvs are reused between runs
+(``-R``/``--reuse-venv=yes`` is the default here), so a second run installs nothing new. A cell with
+``install = "preinstalled"`` runs in the environment running nox, with its own torch (GPU images, vendor
+containers). Each cell is ``layername cell <name>`` (:mod:`pytest_layername.release.cell`), which a machine
+without nox can run directly.
 Environment: LAYERNAME_MATRIX (matrix file), LAYERNAME_REPORTS_DIR (reports folder, default ``reports``).
 
 ``vllm`` (never selected by default) is the vLLM integration (integrations/vllm/): the vLLM version
@@ -78,6 +79,13 @@ def _env_find_links(session: nox.Session) -> list[str]:
 def tests(session: nox.Session) -> None:
     """The project's own tests in the current environment."""
     session.run(sys.executable, "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """``layername docs``: write docs/reference/ from the code, then check every relative link of the README and
+    docs/ (needs the ``docs`` extra); ``-- --check`` writes nothing and fails on a stale page."""
+    session.run(sys.executable, "-m", "pytest_layername", "docs", "--root", str(ROOT), *session.posargs, external=True)
 
 
 @nox.session

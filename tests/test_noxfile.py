@@ -40,10 +40,16 @@ def test_one_session_per_cell_and_the_fixed_sessions():
     done = nox("-l")
     assert done.returncode == 0, done.stderr
     listed = {line[2:].split(" ")[0] for line in done.stdout.splitlines() if line[:2] in ("* ", "- ")}
-    fixed = {"tests", "lint", "bench", "gate", "vllm", "vllm_engine"}
+    fixed = {"tests", "docs", "lint", "bench", "gate", "vllm", "vllm_engine"}
     assert {f"matrix({c.name})" for c in MATRIX.cells} | fixed == listed
     # the vLLM integration runs only when named (nox -s vllm, which runs vllm_engine after it)
     assert {"vllm", "vllm_engine"}.isdisjoint(selected(done.stdout))
+
+
+def test_docs_session_checks_the_reference_and_links():
+    """``nox -s docs -- --check``: the generated reference is current and every relative link resolves."""
+    done = nox("-s", "docs", "--", "--check")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("tier", sorted({c.tier for c in MATRIX.cells}))

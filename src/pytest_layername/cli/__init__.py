@@ -16,7 +16,7 @@ from typing import NoReturn
 
 DESCRIPTION = "pytest-layername: layer-name compile testing, the compatibility matrix and its gate."
 
-__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
+__all__ = ["COMMANDS", "CommandError", "build_parser", "full_parser", "main"]
 
 #: subcommand -> (module of this package that adds its arguments and ``func``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "matrix": (".matrix", "list the matrix cells, or print them as a GitHub Actions matrix"),
     "cell": (".cell", "run one matrix cell's suite in this interpreter (no nox, no install)"),
     "gate": (".gate", "judge the matrix cells' reports: one fail-closed pass/fail decision"),
+    "docs": (".docs", "write docs/reference/ from the code and check the docs' relative links"),
 }
 
 
@@ -45,20 +46,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser; only the subcommand named in ``argv`` gets its arguments (and imports its module)."""
+def _parsers(chosen: str | None, every: bool) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = _Parser(prog="layername", description=DESCRIPTION)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {importlib.metadata.version('pytest-layername')}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    chosen = next((word for word in argv if not word.startswith("-")), None)
+    commands = {}
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(usage_errors=())
-        if name == chosen:
+        if every or name == chosen:
             importlib.import_module(module, __package__).add_arguments(p)
-    return parser
+    return parser, commands
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` gets its arguments (and imports its module)."""
+    return _parsers(next((word for word in argv if not word.startswith("-")), None), every=False)[0]
+
+
+def full_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser with every subcommand's arguments, and each subcommand's parser (imports every command's
+    module, torch included): what the reference page of the command line is made from."""
+    return _parsers(None, every=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="accept the op findings recorded in FILE; exit 1 on any other, naming the op; report entries gone",
     )
     p.add_argument("--write-baseline", metavar="FILE", help="record the op findings in FILE (a new baseline)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--sarif", metavar="PATH", help="also write the op findings as SARIF 2.1.0 (GitHub code scanning)")
     p.set_defaults(func=cmd_audit, usage_errors=(*USAGE_ERRORS, AuditError, WalkError))
 

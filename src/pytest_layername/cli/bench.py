@@ -33,12 +33,26 @@ from .compile_stats import USAGE_ERRORS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``layername bench``."""
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODEL_NAMES)
-    p.add_argument("--layers", nargs="+", type=int, default=list(DEFAULT_LAYERS))
-    p.add_argument("--mode", default="both", choices=REQUESTABLE)
-    p.add_argument("--compiler", default="inductor", choices=INNER_COMPILERS)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--impl", default=REFERENCE_IMPL)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        choices=MODEL_NAMES,
+        help=f"reference models (default: {' '.join(DEFAULT_MODELS)})",
+    )
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_LAYERS),
+        help=f"layer counts (default: {' '.join(map(str, DEFAULT_LAYERS))})",
+    )
+    p.add_argument("--mode", default="both", choices=REQUESTABLE, help="layer-name mode(s) (default: %(default)s)")
+    p.add_argument(
+        "--compiler", default="inductor", choices=INNER_COMPILERS, help="inner compiler (default: %(default)s)"
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where it runs (default: %(default)s)")
+    p.add_argument("--impl", default=REFERENCE_IMPL, help="the implementation module (default: %(default)s)")
     p.add_argument("--out-dir", default="docs", type=Path, help="where benchmarks.md/.png/.json go")
     p.add_argument(
         "--suite", action=argparse.BooleanOptionalAction, default=True, help="time the suite, -n 2 vs serial"

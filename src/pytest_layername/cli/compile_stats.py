@@ -21,13 +21,18 @@ USAGE_ERRORS = (ModeError, ImplementationError, ModelError, DeviceError, Backend
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``layername compile-stats``."""
-    p.add_argument("--model", default="decoder", choices=MODEL_NAMES)
-    p.add_argument("--layers", type=int, default=32)
-    p.add_argument("--mode", default="both", choices=REQUESTABLE)
-    p.add_argument("--compiler", default="inductor", choices=INNER_COMPILERS, help="inner compiler for each piece")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--model", default="decoder", choices=MODEL_NAMES, help="reference model (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=32, help="its layer count (default: %(default)s)")
+    p.add_argument("--mode", default="both", choices=REQUESTABLE, help="layer-name mode(s) (default: %(default)s)")
+    p.add_argument(
+        "--compiler",
+        default="inductor",
+        choices=INNER_COMPILERS,
+        help="inner compiler for each piece (default: %(default)s)",
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where it runs (default: %(default)s)")
     p.add_argument("--impl", default=REFERENCE_IMPL, help="dotted module providing LayerName and encode/resolve")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_cmd_compile_stats, usage_errors=USAGE_ERRORS)
 
 

@@ -10,7 +10,7 @@ from ..core.environment import probe
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``layername probe``."""
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_probe)
 
 

@@ -8,7 +8,8 @@ of captured logs (:mod:`.captured_logs`). Per-test results travel as ``user_prop
 the JSON report (:mod:`.reporting`) is written by the controller only; ``--layername-trace`` writes a torch
 trace per test (:mod:`.trace`).
 
-Imports :mod:`..core.names` and :mod:`.properties` at load; everything else in the package lazily.
+Imports :mod:`.options` (the options, their ini keys and environment variables) and :mod:`.properties` at
+load; everything else in the package lazily.
 PYTEST_DONT_REWRITE: loaded at every pytest start-up; it has no asserts to rewrite.
 """
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .._exports import lazy_exports
-from ..core.names import DEVICES, ENV_DEVICE, ENV_MODE, ENV_TRACE, REQUESTABLE
+from . import options
 from .properties import KNOWN_BUG, MODE, STATS, fusion_properties, read_properties, stats_properties
 
 if TYPE_CHECKING:
@@ -68,81 +69,18 @@ KNOWN_BUG_KEY = pytest.StashKey[Any]()  # a release.known_bugs.KnownBug
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("layername", "hoisted LayerName compile testing")
-    group.addoption(
-        "--layername-mode",
-        choices=REQUESTABLE,
-        default=None,
-        help=f"layer-name mode: {'|'.join(REQUESTABLE)} (default: ini layername_mode, env {ENV_MODE}, else auto)",
-    )
-    group.addoption(
-        "--layername-impl",
-        default=None,
-        help="dotted module providing LayerName, _encode_layer_name, _resolve_layer_name "
-        "(default: the bundled pytest_layername.core.reference)",
-    )
-    group.addoption("--layername-report", default=None, metavar="PATH", help="write a JSON report to PATH")
-    group.addoption(
-        "--layername-cell",
-        default=None,
-        metavar="NAME",
-        help="the matrix cell this run is, recorded in the report (set by `layername cell`; needs --layername-report)",
-    )
-    group.addoption(
-        "--layername-cell-digest",
-        default=None,
-        metavar="SHA256",
-        help="digest of that cell's definition, recorded in the report for the gate to compare "
-        "(set by `layername cell`)",
-    )
-    group.addoption(
-        "--layername-device",
-        choices=DEVICES,
-        default=None,
-        help=f"where suite models, ops and fusion tests run: {'|'.join(DEVICES)} (default: ini layername_device, "
-        f"env {ENV_DEVICE}, else auto = cuda when available)",
-    )
-    group.addoption(
-        "--layername-allow-unhoisted",
-        action="store_true",
-        default=False,
-        help="skip (instead of fail) opaque-mode tests when the implementation's LayerName is not registered "
-        "hoisted on a torch that supports hoisting",
-    )
-    group.addoption(
-        "--layername-allow-not-exercised",
-        action="store_true",
-        default=False,
-        help="run even when a requested mode cannot be exercised with the implementation (recorded in the report; "
-        "the gate rejects it for a cell that lists that mode)",
-    )
-    group.addoption(
-        "--layername-trace",
-        default=None,
-        metavar="DIR",
-        help=f"write torch's structured trace of each test to DIR, one file per test, for tlparse (default: ini "
-        f"layername_trace, env {ENV_TRACE})",
-    )
-    parser.addini("layername_mode", f"layer-name mode ({'|'.join(REQUESTABLE)})", default="")
-    parser.addini("layername_impl", "dotted module of the layer-name implementation", default="")
-    parser.addini("layername_device", f"device of the suite ({'|'.join(DEVICES)})", default="")
-    parser.addini("layername_trace", "directory for a torch trace of each test (for tlparse)", default="")
+    for option in options.OPTIONS:
+        group.addoption(option.flag, **option.addoption_kwargs())
+        if option.ini:
+            parser.addini(option.ini, option.help, default="")
 
 
 def _asked_for(config: pytest.Config) -> bool:
     """Whether any layer-name option was given: command line, ini or environment."""
-    ini = ("layername_mode", "layername_impl", "layername_device", "layername_trace")
-    options = (
-        *ini,
-        "layername_report",
-        "layername_allow_unhoisted",
-        "layername_allow_not_exercised",
-        "layername_cell",
-        "layername_cell_digest",
-    )
     return (
-        any(config.getoption(name) for name in options)
-        or any(config.getini(name) for name in ini)
-        or any(os.environ.get(name) for name in (ENV_MODE, ENV_DEVICE, ENV_TRACE))
+        any(config.getoption(option.dest) for option in options.OPTIONS)
+        or any(config.getini(option.ini) for option in options.OPTIONS if option.ini)
+        or any(os.environ.get(option.env) for option in options.OPTIONS if option.env)
     )
 
 

@@ -31,6 +31,7 @@ class CompileCounter:
         return f"CompileCounter(mode={self.mode!r})"
 
     def backend(self, compiler: str = "inductor", splitting_ops: Iterable[str] | None = None) -> Callable[..., Any]:
+        """A piecewise backend for ``torch.compile(backend=...)`` reporting into this counter."""
         return self.session.backend(compiler, tuple(splitting_ops) if splitting_ops is not None else None)
 
     def compile(self, fn: Callable[..., Any], compiler: str = "inductor", **kwargs: Any) -> Callable[..., Any]:
@@ -43,6 +44,7 @@ class CompileCounter:
 
     @property
     def stats(self) -> CompileStats:
+        """The statistics so far (the report's ``stats`` fields), read afresh from torch on every access."""
         return self.session.stats
 
     def expect(

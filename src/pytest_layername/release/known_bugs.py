@@ -1,9 +1,13 @@
 """Known torch bugs: expected failures by torch version range, each tied to a torch issue or PR.
 
-The registry is ``known_bugs.toml`` in this package. A test a bug covers runs as a *strict* expected
-failure on the torch versions in the bug's range: it must still fail, and for the reason the bug names
-(``match``, a regular expression searched in the failure text). A test that passes there, or fails for
-another reason, fails the run, so a fixed bug or a new failure is never hidden. Needs no torch.
+A test a bug covers runs as a *strict* expected failure on the torch versions in the bug's range (and only on
+its device, when it names one): it must still fail, and for the reason the bug names (``match``, a regular
+expression searched in the failure text). A test that passes there, or fails for another reason, fails the
+run, so a fixed bug or a new failure is never hidden: when torch fixes the bug, the cell fails until the range
+is narrowed. Never widen a range to make a cell green. Matrix cells list the ids they expect (``known_bugs``
+in ``matrix.toml``), and the gate checks the list.
+
+The registry is ``known_bugs.toml`` in this package. Needs no torch.
 """
 
 from __future__ import annotations
@@ -26,8 +30,16 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 REGISTRY_FILE = "known_bugs.toml"
-FIELDS = {"url", "summary", "torch", "tests", "match", "device"}
-REQUIRED = FIELDS - {"device"}
+#: a registry entry's fields (``[bugs.<id>]``) and what each means (shown in ``docs/reference/known-bugs.md``)
+FIELDS = {
+    "url": "torch issue or PR, or the source line that raises",
+    "summary": "one line",
+    "torch": "version specifier of the torch versions that have the bug (pre-releases and local tags included)",
+    "tests": 'fnmatch patterns of the node ids it breaks (`"[[]"` matches a literal `"["`)',
+    "match": "regular expression searched in the exception (`Type: message`; never the traceback's source)",
+    "device": '`"cpu"` or `"cuda"` when the bug is specific to one',
+}
+REQUIRED = set(FIELDS) - {"device"}
 
 
 class KnownBugError(ValueError):
@@ -73,7 +85,7 @@ def parse_registry(text: str, source: str = REGISTRY_FILE) -> dict[str, KnownBug
         where = f"{source}: [bugs.{bug_id}]"
         if not isinstance(entry, dict):
             raise KnownBugError(f"{where} is not a table")
-        if unknown := sorted(set(entry) - FIELDS):
+        if unknown := sorted(set(entry) - set(FIELDS)):
             raise KnownBugError(f"{where}: unknown field(s) {', '.join(unknown)}")
         if missing := sorted(REQUIRED - set(entry)):
             raise KnownBugError(f"{where}: missing field(s) {', '.join(missing)}")

@@ -49,35 +49,69 @@ IMPL_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 MAX_MATRIX_BYTES = 2**20
 MAX_MARKER_BYTES = 64 * 2**10
 
+#: A cell's fields (``[cells.<name>]``) and what each means: the validator below checks them, the reference page
+#: ``docs/reference/matrix-toml.md`` shows them (``layername docs``).
+CELL_FIELDS = {
+    "torch": 'version specifier installed as `torch<spec>` (e.g. `"==2.10.0"`); must not admit versions both '
+    "below and from 2.11",
+    "expected_mode": 'the mode `auto` must detect: `"string"` below torch 2.11 (plain-str fallback), '
+    '`"opaque"` from 2.11 (hoisted LayerName)',
+    "device": '`"cpu"` (GPUs hidden with `CUDA_VISIBLE_DEVICES=""`) or `"cuda"` (skipped, with a skip '
+    "marker, on a machine without a GPU); the suite runs with `--layername-device=<device>`",
+    "tier": 'any name; this project uses `"ci"` (every change, CPU), `"full"` (every release, CPU) and '
+    '`"gpu"` (every release, CUDA). `nox -t <tier>` and `layername gate --tier` select by it',
+    "budgets": "the summary budgets (table below) and one table per mode the cell runs, `budgets.<mode>`, of "
+    "stat budgets: maxima over the `budget_tests` run in that mode",
+    "modes": 'the modes the suite runs (default `[expected_mode]`); from 2.11 on `["opaque", "string"]`: the '
+    "string fallback stays supported there (an engine's `VLLM_USE_LAYERNAME=0` switch)",
+    "budget_tests": 'fnmatch patterns of test node ids the stat budgets apply to (default `["*"]`); a stat '
+    "budget that no matching test recorded fails the gate",
+    "known_bugs": "ids from `known_bugs.toml` this cell's torch must hit: those tests run as strict expected "
+    "failures; a bug hit but not listed, or listed but not hit, fails the gate",
+    "install": 'how uv/pip finds that torch: a table of the install fields below, or `"preinstalled"`: install '
+    "nothing, use (and check) the environment's own torch. `PIP_FIND_LINKS` from the environment is honoured "
+    "too (passed to uv as `--find-links`)",
+    "impl": "the implementation module the suite runs against (default the bundled `pytest_layername.core.reference`);"
+    " the gate fails a report of another implementation",
+    "allow_unhoisted": "`true`: an unhoisted LayerName skips opaque-mode tests instead of failing them "
+    "(`--layername-allow-unhoisted`); without it the gate fails a report that allowed it",
+    "pytest_args": 'extra arguments for pytest (e.g. `["-n", "2"]`); a `-k`, `-m` or `--deselect` here defines '
+    "the cell's own subset (the gate accepts that deselection and no other)",
+    "description": "free text",
+}
 REQUIRED_FIELDS = ("torch", "expected_mode", "device", "tier", "budgets")
-OPTIONAL_FIELDS = (
-    "modes",
-    "install",
-    "budget_tests",
-    "known_bugs",
-    "impl",
-    "allow_unhoisted",
-    "pytest_args",
-    "description",
-)
 #: pytest options with which a cell's own ``pytest_args`` choose a subset of the suite (the gate accepts the
 #: deselection they cause; nothing else may deselect)
 SELECTING_OPTIONS = ("-k", "-m", "--deselect")
-INSTALL_FIELDS = ("index_url", "extra_index_urls", "find_links", "pre")
+#: ``install = { ... }``: installer options (understood by both ``pip install`` and ``uv pip install``)
+INSTALL_FIELDS = {
+    "index_url": "`--index-url`: the index torch comes from (for CPU-only machines "
+    "`https://download.pytorch.org/whl/cpu`; PyPI's torch wheels are CUDA builds of about 7 GB that also run on "
+    "CPU)",
+    "extra_index_urls": '`--extra-index-url` for each (e.g. `["https://pypi.org/simple"]` next to that index_url)',
+    "find_links": "`--find-links` for each: folders or pages of wheels",
+    "pre": "`true`: `--pre` (pre-release torch)",
+}
 #: ``install = "preinstalled"``: use the torch already in the environment (GPU images, vendor containers).
 PREINSTALLED = "preinstalled"
 #: Per-cell limits on the report's summary.
-SUMMARY_BUDGETS = ("max_failed", "min_passed", "max_skipped")
+SUMMARY_BUDGETS = {
+    "max_failed": "required: the most failed or errored tests allowed (e.g. 0)",
+    "min_passed": "the fewest passed tests accepted (default 1)",
+    "max_skipped": "the skips this cell legitimately has (CUDA-only tests on CPU, opaque-only tests below 2.11, "
+    "checks of APIs a torch lacks), counted from a full run: a new skip fails the gate",
+}
 #: Per-mode maxima (``budgets.<mode>``) over ``stats`` of the ``budget_tests`` run in that mode.
-STAT_BUDGETS = (
-    "max_pieces",
-    "max_unique_pieces",
-    "max_backend_compilations",
-    "max_inductor_compiles",
-    "max_recompiles",
-    "max_dynamo_frames",
-    "max_hash_disagreements",
-)
+STAT_BUDGETS = {
+    "max_pieces": "pieces of the split graph the inner compiler got",
+    "max_unique_pieces": "distinct structural hashes among them",
+    "max_backend_compilations": "times the piecewise backend ran its inner compiler",
+    "max_inductor_compiles": "inductor compiles: FX-graph-cache misses plus bypasses",
+    "max_recompiles": "Dynamo recompiles",
+    "max_dynamo_frames": "frames Dynamo compiled",
+    "max_hash_disagreements": "pieces where the structural hash and torch's FX-graph cache disagree (0: they "
+    "must agree on every piece)",
+}
 
 
 class MatrixError(ValueError):
@@ -295,7 +329,7 @@ def _parse_install(value: Any, where: str) -> Install:
     if isinstance(value, str):
         raise MatrixError(f"{where}: install must be a table of {', '.join(INSTALL_FIELDS)} or {PREINSTALLED!r}")
     _expect(value, dict, where, "install")
-    _unknown(value, INSTALL_FIELDS, where, "install key")
+    _unknown(value, tuple(INSTALL_FIELDS), where, "install key")
     index_url = value.get("index_url")
     if index_url is not None:
         _expect(index_url, str, where, "install.index_url")
@@ -326,7 +360,7 @@ def _parse_budgets(value: Any, modes: Sequence[str], where: str) -> tuple[dict[s
             f"{where}: {', '.join(misplaced)} must sit in a per-mode table, e.g. budgets.{modes[0]} = "
             f"{{ {misplaced[0]} = ... }} (each mode the cell runs has its own stat budgets)"
         )
-    summary = _limits(summary, SUMMARY_BUDGETS, where, "budgets")
+    summary = _limits(summary, tuple(SUMMARY_BUDGETS), where, "budgets")
     if "max_failed" not in summary:
         raise MatrixError(f"{where}: budgets lacks 'max_failed' (the most failed or errored tests allowed, e.g. 0)")
     per_mode = {}
@@ -335,7 +369,7 @@ def _parse_budgets(value: Any, modes: Sequence[str], where: str) -> tuple[dict[s
             if mode not in modes:
                 raise MatrixError(f"{where}: budgets.{mode} is set but the cell does not run {mode} mode")
             table = _expect(value[mode], dict, where, f"budgets.{mode}")
-            per_mode[mode] = _limits(table, STAT_BUDGETS, where, f"budgets.{mode}")
+            per_mode[mode] = _limits(table, tuple(STAT_BUDGETS), where, f"budgets.{mode}")
     if missing := [mode for mode in modes if mode not in per_mode]:
         raise MatrixError(
             f"{where}: no stat budgets for mode(s) {', '.join(missing)}: add budgets.{missing[0]} = {{...}}"
@@ -384,7 +418,7 @@ def cell_digest(name: str, table: dict[str, Any], known_bugs: Sequence[str]) -> 
 def parse_cell(name: str, table: Any, where: str) -> Cell:
     """Validate one ``[cells.<name>]`` table into a :class:`Cell`."""
     _expect(table, dict, where, "the cell")
-    _unknown(table, REQUIRED_FIELDS + OPTIONAL_FIELDS, where, "key")
+    _unknown(table, tuple(CELL_FIELDS), where, "key")
     for key in REQUIRED_FIELDS:
         if key not in table:
             raise MatrixError(f"{where}: missing required field {key!r}")

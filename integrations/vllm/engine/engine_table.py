@@ -69,7 +69,7 @@ def _index(starts: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]
     table = {}
     for start in _family_starts(starts):
         meta, result = start["result"]["start"], start["result"]
-        if meta["tamper"]:
+        if meta["tamper"] or "error" in result:
             continue
         table[meta["family"], result["layers"], result["split"], meta["mode"], meta["variant"], meta["phase"]] = start
     return table

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "matrix": (".matrix", "list the matrix cells, or print them as a GitHub Actions matrix"),
     "cell": (".cell", "run one matrix cell's suite in this interpreter (no nox, no install)"),
     "gate": (".gate", "judge the matrix cells' reports: one fail-closed pass/fail decision"),
+    "fault-table": (".fault_table", "the compile-cache fault table of one run, from its JSON report"),
 }
 
 

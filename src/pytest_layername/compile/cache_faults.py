@@ -146,7 +146,14 @@ def start_together(
 ) -> list[Attempt]:  # fmt: skip
     """Launch every spec at once on ``cache_dir``, then judge each (labels ``side 1``, ``side 2``, ...)."""
     running = [spec.spawn(cache_dir, f"side {index}") for index, spec in enumerate(specs, 1)]
-    return [judge(one, fault=fault, truth=truth, timeout=timeout) for one in running]
+    judged: list[Attempt] = []
+    try:
+        for one in running:
+            judged.append(judge(one, fault=fault, truth=truth, timeout=timeout))
+    finally:
+        for one in running[len(judged) :]:  # an interrupted wait leaves none of them running
+            one.kill()
+    return judged
 
 
 def artifacts(cache_dir: str | os.PathLike[str], layout: Mapping[str, str] = INDUCTOR_LAYOUT) -> dict[str, list[Path]]:
@@ -188,16 +195,18 @@ def kill_when_written(
         raise ValueError(f"after must be at least 1, got {after}")
     running = spec.spawn(cache_dir, label)
     deadline = running.launched + timeout
-    while sum(len(files) for files in artifacts(cache_dir, layout).values()) < after:
-        if running.process.poll() is not None or time.perf_counter() > deadline:
-            returncode = running.kill()
-            written = sum(len(files) for files in artifacts(cache_dir, layout).values())
-            raise FaultNotInjected(
-                f"{label} start exited ({returncode}) or timed out with {written} artifact file(s), before {after}"
-            )
-        time.sleep(poll)
-    seconds = time.perf_counter() - running.launched
-    returncode = running.kill()
+    try:
+        while sum(len(files) for files in artifacts(cache_dir, layout).values()) < after:
+            if running.process.poll() is not None or time.perf_counter() > deadline:
+                written = sum(len(files) for files in artifacts(cache_dir, layout).values())
+                raise FaultNotInjected(
+                    f"{label} start exited ({running.process.returncode}) or timed out with {written} artifact "
+                    f"file(s), before {after}"
+                )
+            time.sleep(poll)
+        seconds = time.perf_counter() - running.launched
+    finally:
+        returncode = running.kill()
     files = sum(len(found) for found in artifacts(cache_dir, layout).values())
     return Killed(label, after, files, seconds, returncode)
 

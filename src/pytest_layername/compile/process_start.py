@@ -130,6 +130,9 @@ class RunningStart:
         except subprocess.TimeoutExpired as error:
             self.kill()
             raise ProcessStartError(f"{self.label} start of {self.target} ran past {timeout:.0f} s") from error
+        except BaseException:  # interrupted: the child leads its own process group, so it would outlive us
+            self.kill()
+            raise
         seconds = time.perf_counter() - self.launched
         out = self.folder / "start.pickle"
         try:

@@ -53,7 +53,7 @@ class StartOutcome:
 def _reason(event: CacheEvent) -> str:
     name = CACHE_NAMES.get(event.cache, event.cache)
     if event.state == "miss":
-        return f"{name} cache miss for key {event.key}: no loadable entry"
+        return f"{name} cache miss: no loadable entry (key {event.key})"
     if event.state == "bypass":
         return f"{name} cache bypass: {event.reason}"
     if event.state == "load_failure":

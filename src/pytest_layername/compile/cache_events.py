@@ -3,7 +3,8 @@
 Torch's counters say how many FX-graph and AOT-autograd cache lookups hit, missed or bypassed; its loggers
 (``torch._inductor.codecache``, ``torch._functorch._aot_autograd.autograd_cache``) say which key and why:
 ``Bypassing FX Graph Cache because '...'``, ``fx graph cache unable to load compiled graph`` (with the
-exception), ``AOTAutograd cache unable to load compiled graph: ...``. :func:`cache_event_log` turns those
+exception; logged for an unreadable entry of either cache, so it is attributed to the lookup logged next),
+``AOTAutograd cache unable to load compiled graph: ...``. :func:`cache_event_log` turns those
 records into :class:`CacheEvent` s while a block runs. An engine adds its own line through a
 :class:`LogReason` (vLLM's ``Compiling model again due to a load failure ...``), named by its adapter.
 Standard library only.
@@ -15,17 +16,19 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 FX_GRAPH = "fx_graph"
 AOT_AUTOGRAD = "aot_autograd"
+#: torch logs ``fx graph cache unable to load compiled graph`` for an unreadable entry of either cache (both
+#: iterate their entries through ``GuardedCache``): the failure belongs to the lookup logged next
+UNATTRIBUTED = "unattributed"
 #: torch's log message (its format string) -> (cache, state); hit/miss carry the key, the rest the reason.
 TORCH_MESSAGES: dict[str, tuple[str, str]] = {
     "fx graph cache hit for key %s": (FX_GRAPH, "hit"),
     "fx graph cache miss for key %s": (FX_GRAPH, "miss"),
     "Bypassing FX Graph Cache because '%s'": (FX_GRAPH, "bypass"),
-    "fx graph cache unable to load compiled graph": (FX_GRAPH, "load_failure"),
+    "fx graph cache unable to load compiled graph": (UNATTRIBUTED, "load_failure"),
     "AOTAutograd cache hit for key %s": (AOT_AUTOGRAD, "hit"),
     "AOTAutograd cache miss for key %s": (AOT_AUTOGRAD, "miss"),
     "Bypassing autograd cache due to: %s": (AOT_AUTOGRAD, "bypass"),
@@ -43,9 +46,6 @@ class CacheEvent:
     state: str
     key: str | None = None
     reason: str | None = None
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"cache": self.cache, "state": self.state, "key": self.key, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,11 @@ class _Collector(logging.Handler):
             return
         event = torch_event(record)
         if event is not None:
+            if event.cache != UNATTRIBUTED:  # earlier unreadable entries were this lookup's
+                for index in range(len(self.events) - 1, -1, -1):
+                    if self.events[index].cache != UNATTRIBUTED:
+                        break
+                    self.events[index] = replace(self.events[index], cache=event.cache)
             self.events.append(event)
         parent = logging.getLogger(record.name).parent
         if record.levelno >= logging.WARNING and parent is not None:
@@ -125,8 +130,3 @@ def cache_event_log(reasons: Iterable[LogReason] = ()) -> Iterator[list[CacheEve
             logger.propagate = propagate
         for logger in engine_loggers:
             logger.removeHandler(collector)
-
-
-def event_dicts(events: Iterable[CacheEvent]) -> list[dict[str, Any]]:
-    """The events as JSON-able dicts, hits left out (one per piece on a warm start: the counts carry them)."""
-    return [e.as_dict() for e in events if e.state != "hit"]

@@ -140,7 +140,8 @@ class RunningStart:
                 log = (self.folder / "log").read_text(encoding="utf-8", errors="replace")
                 if returncode == 3:
                     raise CacheArtifactsUnavailable(log.strip().splitlines()[-1])
-                raise ProcessStartError(f"{self.label} start of {self.target} exited {returncode}:\n{log[-4000:]}")
+                how = f"exited {returncode}" if returncode >= 0 else f"was killed by {signal.Signals(-returncode).name}"
+                raise ProcessStartError(f"{self.label} start of {self.target} {how}:\n{log[-4000:]}")
             with out.open("rb") as handle:
                 child = pickle.load(handle)
         finally:

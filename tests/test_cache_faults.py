@@ -125,7 +125,7 @@ def test_a_start_killed_while_writing_leaves_a_cache_the_next_start_completes(de
     folder = decoder.cache.directory(f"killed-{when}")
     killed = kill_when_written(decoder.spec, folder, after=after_files)
     assert killed.returncode < 0 and after_files <= killed.files < total, killed  # interrupted before the end
-    after = decoder.next(folder, f"killed at the {when} artifact ({killed.files} of {total} files)")
+    after = decoder.next(folder, f"killed at the {when} artifact (after {killed.files} files)")
     after.expect("recompiled", reason=r"FX-graph cache miss: no loadable entry")
     again = decoder.next(folder, f"killed at the {when} artifact", label="again")
     again.expect("loaded")  # the interrupted writes left nothing that poisons the cache
@@ -268,6 +268,18 @@ def test_the_outcome_is_read_from_torchs_counts_and_reasons_and_a_recompile_is_n
     assert classify(_stats(), []).kind == "empty"
 
 
+def run_as_torchs_lookup(file_name: str, logger: Any) -> None:
+    """Log an unreadable entry from a function named and filed as the lookup of torch's cache ``file_name``."""
+    function = "_lookup" if file_name == "autograd_cache.py" else "_lookup_graph"
+    source = (
+        f"def {function}(logger):\n    try:\n        raise EOFError('Ran out of input')\n    except EOFError:\n"
+        "        logger.warning('fx graph cache unable to load compiled graph', exc_info=True)\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"/torch/{file_name}", "exec"), namespace)
+    namespace[function](logger)
+
+
 def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(caplog: pytest.LogCaptureFixture) -> None:
     """Torch's own messages become events (key or reason); warnings still reach torch's handlers; an engine's
     line becomes a recompile only when it matches its pattern."""
@@ -280,13 +292,9 @@ def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(cap
     with caplog.at_level(logging.WARNING), cache_event_log([engine]) as events:
         codecache.info("fx graph cache miss for key %s", "fkey")
         codecache.info("Bypassing FX Graph Cache because '%s'", "unsupported op")
-        try:
-            raise EOFError("Ran out of input")
-        except EOFError:  # torch's message for either cache: the AOT-autograd lookup logged next owns it
-            codecache.warning("fx graph cache unable to load compiled graph", exc_info=True)
-        logging.getLogger("torch._functorch._aot_autograd.autograd_cache").info(
-            "AOTAutograd cache miss for key %s", "a1"
-        )
+        for lookup in ("autograd_cache.py", "codecache.py"):  # torch's one message for either cache's bad entry
+            run_as_torchs_lookup(lookup, codecache)
+        codecache.warning("fx graph cache unable to load compiled graph")  # no lookup on the stack
         codecache.info("Writing something else")
         logging.getLogger("toy.engine").warning(
             "Compiling model again due to a load failure from %s, reason: %s", "p", "x"
@@ -296,8 +304,28 @@ def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(cap
         CacheEvent("fx_graph", "miss", key="fkey"),
         CacheEvent("fx_graph", "bypass", reason="unsupported op"),
         CacheEvent("aot_autograd", "load_failure", reason="EOFError: Ran out of input"),
-        CacheEvent("aot_autograd", "miss", key="a1"),
+        CacheEvent("fx_graph", "load_failure", reason="EOFError: Ran out of input"),
+        CacheEvent("unattributed", "load_failure", reason="fx graph cache unable to load compiled graph"),
         CacheEvent("toy", "recompile", reason="Compiling model again due to a load failure from p, reason: x"),
     ]
     assert "fx graph cache unable to load compiled graph" in caplog.text  # the warning was not swallowed
     assert codecache.propagate and not codecache.handlers  # the loggers are as they were
+
+
+def test_a_failed_starts_reason_is_its_exception_chain_not_torchs_advice() -> None:
+    from pytest_layername.compile.cache_faults import error_reason
+
+    output = """Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:
+RuntimeError: Failed to import /cache/mx/cmx.py
+SyntaxError: unterminated triple-quoted string literal (detected at line 224) (cmx.py, line 187)
+
+Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace
+"""
+    assert error_reason(output) == (
+        "torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised: / RuntimeError: Failed to import "
+        "/cache/mx/cmx.py / SyntaxError: unterminated triple-quoted string literal (detected at line 224) (cmx.py, "
+        "line 187)"
+    )
+    assert error_reason("side 1 start was killed by SIGTERM:\n") == "side 1 start was killed by SIGTERM:"

@@ -3,7 +3,7 @@
 Torch's counters say how many FX-graph and AOT-autograd cache lookups hit, missed or bypassed; its loggers
 (``torch._inductor.codecache``, ``torch._functorch._aot_autograd.autograd_cache``) say which key and why:
 ``Bypassing FX Graph Cache because '...'``, ``fx graph cache unable to load compiled graph`` (with the
-exception; logged for an unreadable entry of either cache, so it is attributed to the lookup logged next),
+exception; logged for an unreadable entry of either cache: the lookup on the stack says which),
 ``AOTAutograd cache unable to load compiled graph: ...``. :func:`cache_event_log` turns those
 records into :class:`CacheEvent` s while a block runs. An engine adds its own line through a
 :class:`LogReason` (vLLM's ``Compiling model again due to a load failure ...``), named by its adapter.
@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 FX_GRAPH = "fx_graph"
 AOT_AUTOGRAD = "aot_autograd"
 #: torch logs ``fx graph cache unable to load compiled graph`` for an unreadable entry of either cache (both
-#: iterate their entries through ``GuardedCache``): the failure belongs to the lookup logged next
+#: iterate their entries through ``GuardedCache``): the lookup on the stack says which; else this
 UNATTRIBUTED = "unattributed"
+#: (file name, function) of each cache's lookup, nearest on the stack wins (an FX-graph lookup runs inside
+#: an AOT-autograd one)
+LOOKUPS = {("codecache.py", "_lookup_graph"): FX_GRAPH, ("autograd_cache.py", "_lookup"): AOT_AUTOGRAD}
 #: torch's log message (its format string) -> (cache, state); hit/miss carry the key, the rest the reason.
 TORCH_MESSAGES: dict[str, tuple[str, str]] = {
     "fx graph cache hit for key %s": (FX_GRAPH, "hit"),
@@ -71,10 +76,22 @@ def torch_event(record: logging.LogRecord) -> CacheEvent | None:
     if known is None:
         return None
     cache, state = known
+    cache = _looking_up() if cache == UNATTRIBUTED else cache
     argument = str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
     if state in ("hit", "miss"):
         return CacheEvent(cache, state, key=argument)
     return CacheEvent(cache, state, reason=argument or _exception_text(record) or record.getMessage())
+
+
+def _looking_up() -> str:
+    """The cache whose lookup is nearest on the calling stack (the record is handled where it is logged)."""
+    frame = sys._getframe()
+    while frame is not None:
+        cache = LOOKUPS.get((os.path.basename(frame.f_code.co_filename), frame.f_code.co_name))
+        if cache is not None:
+            return cache
+        frame = frame.f_back
+    return UNATTRIBUTED
 
 
 class _Collector(logging.Handler):
@@ -94,11 +111,6 @@ class _Collector(logging.Handler):
             return
         event = torch_event(record)
         if event is not None:
-            if event.cache != UNATTRIBUTED:  # earlier unreadable entries were this lookup's
-                for index in range(len(self.events) - 1, -1, -1):
-                    if self.events[index].cache != UNATTRIBUTED:
-                        break
-                    self.events[index] = replace(self.events[index], cache=event.cache)
             self.events.append(event)
         parent = logging.getLogger(record.name).parent
         if record.levelno >= logging.WARNING and parent is not None:

@@ -41,6 +41,11 @@ def test_one_row_per_judged_start_with_torchs_reasons_counted_alike_whatever_the
         "| passed |"
     ) in table
     assert "| loaded | 2 / 1 / 4 | - | wrong | passed |" in table
+    error = _fault(
+        "error", ["backend='<pkg.Backend object at 0x7f96f8c8b910>' raised: / Failed to import /tmp/a/mx.py"]
+    )
+    rendered = render_markdown(fault_rows(_report([error | {"output": "none"}])))
+    assert "| backend='<Backend>' raised: / Failed to import mx.py | none |" in rendered
 
 
 def test_the_cli_writes_the_table_and_fails_on_a_report_without_faults(tmp_path: Path, capsys) -> None:

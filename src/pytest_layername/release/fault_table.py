@@ -16,8 +16,12 @@ from typing import Any
 REASON_CHARS = 160
 #: a reason's cache key (one per piece: the table counts the reasons alike without it)
 KEY = re.compile(r" \(key [^)]*\)")
-#: torch's generated file names and object addresses: shown shortened
+#: torch's generated file names: shown by their first 8 characters
 LONG_NAME = re.compile(r"\b([a-z0-9]{8})[a-z0-9]{40,}\b")
+#: an absolute path (a test's temporary directory): its file name is enough
+PATH = re.compile(r"(?:/[^\s/]+)+/([^\s/]+)")
+#: an object's repr with its address (``<pkg.Backend object at 0x7f...>``): its class name is enough
+OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-f]+>")
 
 
 class FaultTableError(ValueError):
@@ -52,7 +56,8 @@ def fault_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _reason(reasons: Sequence[str]) -> str:
     """The distinct reasons with how often each came, keys and paths shortened, for one table cell."""
-    counted = Counter(LONG_NAME.sub(r"\1…", KEY.sub("", reason)) for reason in reasons)
+    shortened = (OBJECT_REPR.sub(r"<\1>", LONG_NAME.sub(r"\1…", PATH.sub(r"\1", KEY.sub("", r)))) for r in reasons)
+    counted = Counter(shortened)
     text = "; ".join(f"{reason} (x{count})" if count > 1 else reason for reason, count in counted.items())
     text = text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
     return text.replace("|", "\\|") or "-"

@@ -112,7 +112,7 @@ class Attempt:
 
 
 def judge(running: RunningStart, *, fault: str, truth: Truth, timeout: float = 1800) -> Attempt:
-    """Wait for ``running`` and judge it; a failed start is outcome ``error`` with its last line as reason."""
+    """Wait for ``running`` and judge it; a failed start is outcome ``error``, its exception chain the reason."""
     try:
         start = running.finish(timeout)
     except ProcessStartError as failed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .cache_events import AOT_AUTOGRAD, FX_GRAPH, CacheEvent
@@ -37,7 +37,6 @@ class StartOutcome:
     saved: int = 0  # artifacts written (the engine's count where its adapter names one)
     loaded: int = 0  # artifacts loaded (the engine's count, else FX-graph cache hits)
     reasons: tuple[str, ...] = ()
-    events: tuple[CacheEvent, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +89,7 @@ def classify(stats: CompileStats, events: Sequence[CacheEvent]) -> StartOutcome:
         kind = "recompiled"
     else:
         kind = "loaded" if stats.artifacts_loaded else "empty"
-    return StartOutcome(kind, compiled, rebuilt, saved, stats.artifacts_loaded, tuple(reasons), tuple(events))
+    return StartOutcome(kind, compiled, rebuilt, saved, stats.artifacts_loaded, tuple(reasons))
 
 
 def error_outcome(message: str) -> StartOutcome:

@@ -54,6 +54,8 @@ TORCH_FREE = [
     "pytest_layername.cli.matrix",
     "pytest_layername.cli.cell",
     "pytest_layername.cli.gate",
+    "pytest_layername.cli.fault_table",
+    "pytest_layername.compile.cache_events",  # what an engine adapter names (LogReason): standard library only
     "pytest_layername.core",
     "pytest_layername.core.names",
     "pytest_layername.fusion",  # an engine's fusion tests report through fusion.log

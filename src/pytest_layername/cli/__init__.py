@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cell": (".cell", "run one matrix cell's suite in this interpreter (no nox, no install)"),
     "gate": (".gate", "judge the matrix cells' reports: one fail-closed pass/fail decision"),
     "docs": (".docs", "write docs/reference/ from the code and check the docs' relative links"),
+    "fault-table": (".fault_table", "the compile-cache fault table of one run, from its JSON report"),
 }
 
 

@@ -3,7 +3,9 @@
 An adapter reads integer counters from an engine object (vLLM's ``compilation_counter``: artifacts saved
 and loaded, graphs seen, backend compilations); a compile session records their deltas as
 ``"<name>.<counter>"`` and takes ``artifacts_saved`` / ``artifacts_loaded`` from the counters the adapter
-names. :func:`engine_counters` resolves ``"vllm"`` or a ``"module:factory"`` of one's own.
+names. An adapter may also name the engine's log lines that say it compiles again (``log_reasons``,
+:class:`~.cache_events.LogReason`): a start records them as the reasons of a recompile. :func:`engine_counters`
+resolves ``"vllm"`` or a ``"module:factory"`` of one's own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .cache_events import LogReason
+
 
 class EngineCountersError(ValueError):
     """An engine adapter that cannot be found or read."""
@@ -23,7 +27,8 @@ class EngineCountersError(ValueError):
 class AttributeCounters:
     """The integer attributes of ``source`` (a dataclass's fields, or ``fields``), reported under ``name``.
 
-    ``saved`` / ``loaded`` name the counters of compiled artifacts written to / read from the engine's cache.
+    ``saved`` / ``loaded`` name the counters of compiled artifacts written to / read from the engine's cache;
+    ``log_reasons`` the engine's log lines that say it compiles again, and why.
     """
 
     name: str
@@ -31,6 +36,7 @@ class AttributeCounters:
     fields: tuple[str, ...] | None = None
     saved: str | None = None
     loaded: str | None = None
+    log_reasons: tuple[LogReason, ...] = ()
 
     def __post_init__(self) -> None:
         names = self.names()
@@ -50,14 +56,19 @@ class AttributeCounters:
         return {field: int(getattr(self.source, field)) for field in self.names()}
 
 
+#: vLLM's warning when a saved compiled model does not load (``vllm/compilation/decorators.py``).
+VLLM_LOAD_FAILURE = LogReason("vllm", "vllm.compilation.decorators", r"Compiling model again due to a load failure")
+
+
 def vllm_counters() -> AttributeCounters:
     """vLLM's ``vllm.compilation.counter.compilation_counter`` (the engine must run in this process:
     ``VLLM_ENABLE_V1_MULTIPROCESSING=0``)."""
     from vllm.compilation.counter import compilation_counter
 
     return AttributeCounters(
-        "vllm", compilation_counter, saved="num_compiled_artifacts_saved", loaded="num_compiled_artifacts_loaded"
-    )
+        "vllm", compilation_counter, saved="num_compiled_artifacts_saved", loaded="num_compiled_artifacts_loaded",
+        log_reasons=(VLLM_LOAD_FAILURE,),
+    )  # fmt: skip
 
 
 #: Engines known by name; anything else is given as ``"module:factory"``.

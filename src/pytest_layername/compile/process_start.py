@@ -6,15 +6,21 @@ directory, inside :func:`~.session.observe_compile` (plus any engine adapters), 
 the engine counted there. A second start on the same directory is a warm start. Optionally the child
 carries its artifacts out with ``torch.compiler.save_cache_artifacts()`` or loads a file of them with
 ``torch.compiler.load_cache_artifacts()`` before the target runs (into an empty directory: a warm start
-from artifacts alone). :func:`start_reference` is the target for the reference models.
+from artifacts alone). The child also records what torch's caches (and the engines' :class:`~.cache_events.
+LogReason` lines) said about each lookup, from which :attr:`ProcessStart.outcome` tells a clean warm load
+from a recompile and why (:mod:`.start_outcome`). :func:`spawn_process` starts one without waiting (two at
+once, or one to kill). :func:`start_reference` is the target for the reference models.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import pickle
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.implementation import REFERENCE_IMPL
+from .cache_events import CacheEvent
+from .start_outcome import StartOutcome, classify, expect_outcome
 from .stats import CompileStats
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -52,6 +60,18 @@ class ProcessStart:
     torch: str
     artifacts_saved_to: str | None = None  # file written by torch.compiler.save_cache_artifacts()
     cache_artifacts: dict[str, dict[str, int]] = field(default_factory=dict)  # "saved"/"loaded": type -> count
+    cache_events: list[CacheEvent] = field(default_factory=list)  # torch's (and the engines') cache lookups
+
+    @property
+    def outcome(self) -> StartOutcome:
+        """Loaded, recompiled (with torch's reasons) or empty: see :mod:`.start_outcome`."""
+        return classify(self.stats, self.cache_events)
+
+    def expect_outcome(self, kind: str, *, reason: str | None = None) -> None:
+        """Assert the outcome: ``"loaded"`` (a clean warm load), ``"recompiled"`` (``reason``: a regex one of
+        torch's reasons must match), ``"empty"``."""
+        __tracebackhide__ = True
+        expect_outcome(self.outcome, kind, reason=reason, label=f"{self.label} start on {self.cache_dir}")
 
     def expect(
         self, *, allow_hash_disagreements: bool = False, engine: Mapping[str, int] | None = None, **counts: int
@@ -76,6 +96,7 @@ class ProcessStart:
             "counts": self.stats.counts(),
             "artifacts_source": self.stats.artifacts_source,
             "cache_artifacts": self.cache_artifacts,
+            "outcome": self.outcome.as_dict(),
             "result": self.result,
         }
 
@@ -88,6 +109,84 @@ def cache_artifacts_available() -> tuple[bool, str]:
     if missing:
         return False, f"torch {torch.__version__} has no torch.compiler.{' or '.join(missing)}"
     return True, ""
+
+
+@dataclass
+class RunningStart:
+    """A start launched by :func:`spawn_process`: ``finish()`` waits for its :class:`ProcessStart`, ``kill()``
+    kills it (its whole process group: inductor's compile workers too)."""
+
+    label: str
+    target: str
+    cache_dir: Path
+    process: subprocess.Popen[bytes]
+    folder: Path  # the request, the child's output and its stdout/stderr; removed by finish() or kill()
+    launched: float
+
+    def finish(self, timeout: float = 1800) -> ProcessStart:
+        """Wait for the child; its :class:`ProcessStart`, or :class:`ProcessStartError` if it failed."""
+        try:
+            returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            self.kill()
+            raise ProcessStartError(f"{self.label} start of {self.target} ran past {timeout:.0f} s") from error
+        except BaseException:  # interrupted: the child leads its own process group, so it would outlive us
+            self.kill()
+            raise
+        seconds = time.perf_counter() - self.launched
+        out = self.folder / "start.pickle"
+        try:
+            if returncode != 0 or not out.exists():
+                log = (self.folder / "log").read_text(encoding="utf-8", errors="replace")
+                if returncode == 3:
+                    raise CacheArtifactsUnavailable(log.strip().splitlines()[-1])
+                how = f"exited {returncode}" if returncode >= 0 else f"was killed by {signal.Signals(-returncode).name}"
+                raise ProcessStartError(f"{self.label} start of {self.target} {how}:\n{log[-4000:]}")
+            with out.open("rb") as handle:
+                child = pickle.load(handle)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        cache = str(self.cache_dir)
+        return ProcessStart(label=self.label, target=self.target, cache_dir=cache, seconds=seconds, **child)
+
+    def kill(self) -> int:
+        """SIGKILL the child's process group now; its exit status."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        returncode = self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return returncode
+
+
+def spawn_process(
+    target: str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str],
+    label: str = "start",
+    engines: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    save_cache_artifacts: str | os.PathLike[str] | None = None,
+    load_cache_artifacts: str | os.PathLike[str] | None = None,
+) -> RunningStart:
+    """Launch ``target`` as :func:`start_process` does, without waiting (the child leads a process group)."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="layername-start-"))
+    request = {
+        "target": target,
+        "kwargs": dict(kwargs or {}),
+        "engines": list(engines),
+        "save": str(save_cache_artifacts) if save_cache_artifacts else None,
+        "load": str(load_cache_artifacts) if load_cache_artifacts else None,
+        "out": str(folder / "start.pickle"),
+    }
+    (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
+    child_env = {**os.environ, **(env or {}), CACHE_ENV: str(cache)}
+    command = [sys.executable, "-m", "pytest_layername.compile.process_start", str(folder / "request.json")]
+    with (folder / "log").open("wb") as log:
+        process = subprocess.Popen(command, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return RunningStart(label, target, cache, process, folder, time.perf_counter())
 
 
 def start_process(
@@ -105,36 +204,11 @@ def start_process(
     """Run ``target`` (``"module:function"``, called as ``function(session, **kwargs)``; JSON-able kwargs and
     result) in a fresh process whose inductor cache is ``cache_dir``; ``engines``: adapter specs
     (:func:`~.engines.engine_counters`); ``env``: extra environment of the child."""
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="layername-start-") as tmp:
-        request = {
-            "target": target,
-            "kwargs": dict(kwargs or {}),
-            "engines": list(engines),
-            "save": str(save_cache_artifacts) if save_cache_artifacts else None,
-            "load": str(load_cache_artifacts) if load_cache_artifacts else None,
-            "out": str(Path(tmp) / "start.pickle"),
-        }
-        (Path(tmp) / "request.json").write_text(json.dumps(request), encoding="utf-8")
-        child_env = {**os.environ, **(env or {}), CACHE_ENV: str(cache)}
-        command = [sys.executable, "-m", "pytest_layername.compile.process_start", str(Path(tmp) / "request.json")]
-        start = time.perf_counter()
-        try:
-            done = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as error:
-            raise ProcessStartError(f"{label} start of {target} ran past {timeout:.0f} s") from error
-        seconds = time.perf_counter() - start
-        out = Path(request["out"])
-        if done.returncode != 0 or not out.exists():
-            if done.returncode == 3:
-                raise CacheArtifactsUnavailable(done.stderr.strip().splitlines()[-1])
-            raise ProcessStartError(
-                f"{label} start of {target} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
-            )
-        with out.open("rb") as handle:
-            child = pickle.load(handle)
-    return ProcessStart(label=label, target=target, cache_dir=str(cache), seconds=seconds, **child)
+    running = spawn_process(
+        target, kwargs, cache_dir=cache_dir, label=label, engines=engines, env=env,
+        save_cache_artifacts=save_cache_artifacts, load_cache_artifacts=load_cache_artifacts,
+    )  # fmt: skip
+    return running.finish(timeout)
 
 
 def _artifact_counts(info: Any) -> dict[str, int]:
@@ -145,6 +219,7 @@ def _child_main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     import torch
 
+    from .cache_events import cache_event_log
     from .engines import engine_counters
     from .session import observe_compile
 
@@ -160,7 +235,8 @@ def _child_main(request_path: str) -> int:
     module_name, _, function = request["target"].partition(":")
     target = getattr(importlib.import_module(module_name), function)
     engines = [engine_counters(spec) for spec in request["engines"]]
-    with observe_compile(engines) as session:
+    reasons = [reason for engine in engines for reason in engine.log_reasons]
+    with cache_event_log(reasons) as events, observe_compile(engines) as session:
         start = time.perf_counter()
         result = target(session, **request["kwargs"])
         target_seconds = time.perf_counter() - start
@@ -182,6 +258,7 @@ def _child_main(request_path: str) -> int:
         "torch": torch.__version__,
         "artifacts_saved_to": saved_to,
         "cache_artifacts": cache_artifacts,
+        "cache_events": list(events),
     }
     with open(request["out"], "wb") as handle:
         pickle.dump(child, handle)
@@ -197,8 +274,14 @@ def start_reference(
     impl: str = REFERENCE_IMPL,
     compiler: str = "inductor",
     device: str = "cpu",
+    return_output: bool = False,
 ) -> dict[str, Any]:
-    """Target for :func:`start_process`: compile a reference model with the piecewise backend and run it once."""
+    """Target for :func:`start_process`: compile a reference model with the piecewise backend and run it once.
+
+    It fails unless the compiled output equals the eager one; with ``return_output`` it returns the compiled
+    output (``"output"``, nested lists) instead, for the caller to judge against the ground truth
+    (:mod:`.reference_truth`) whatever the cache served.
+    """
     import torch
 
     from ..core.implementation import load_implementation
@@ -208,8 +291,11 @@ def start_reference(
     x = net.example_input()
     expected = run(net, net, x)
     actual = run(net, torch.compile(net, backend=session.backend(compiler)), x)
+    result = {"model": model, "layers": layers, "mode": mode, "max_abs_error": float((actual - expected).abs().max())}
+    if return_output:
+        return {**result, "output": actual.cpu().tolist()}
     torch.testing.assert_close(actual, expected)
-    return {"model": model, "layers": layers, "mode": mode, "max_abs_error": float((actual - expected).abs().max())}
+    return result
 
 
 if __name__ == "__main__":

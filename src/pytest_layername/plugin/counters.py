@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..compile.cache_faults import Attempt, StartSpec
 from ..compile.engines import AttributeCounters, engine_counters
 from ..compile.expectations import expect_counts
 from ..compile.process_start import ProcessStart, start_process
@@ -74,6 +75,7 @@ class CompileCache:
         self.impl = impl
         self.device = device
         self.starts: list[ProcessStart] = []
+        self.attempts: list[Attempt] = []  # starts during or after a fault, judged (cache_faults in the report)
 
     def directory(self, name: str) -> Path:
         """Another cache directory of this test (e.g. an empty one to load saved artifacts into)."""
@@ -115,11 +117,33 @@ class CompileCache:
             device=self.device, **options,
         )  # fmt: skip
 
+    def reference_spec(
+        self, model: str, layers: int, mode: str | None = None, *, compiler: str = "inductor"
+    ) -> StartSpec:
+        """A reference model's start in ``mode`` (default: the test's) that returns its output, for fault
+        injection (:mod:`pytest_layername.compile.cache_faults`) and a ground-truth check."""
+        mode = mode or self.mode
+        if mode is None:
+            raise ValueError("compile_cache.reference_spec needs a mode: use layername_mode or pass mode=")
+        return StartSpec(REFERENCE_TARGET, {
+            "model": model, "layers": layers, "mode": mode, "impl": self.impl, "compiler": compiler,
+            "device": self.device, "return_output": True,
+        })  # fmt: skip
+
+    def record(self, *attempts: Attempt) -> None:
+        """Record judged fault attempts in the report (``cache_faults``); their starts join :attr:`starts`."""
+        self.attempts.extend(attempts)
+        self.starts.extend(a.start for a in attempts if a.start is not None)
+
     def report(self) -> dict[str, Any] | None:
-        """The last start's statistics with every start's summary (``process_starts``), or None."""
+        """The last start's statistics with every start's summary (``process_starts``) and every fault
+        attempt's (``cache_faults``), or None."""
         if not self.starts:
             return None
-        return {**self.starts[-1].stats.as_dict(), "process_starts": [s.summary() for s in self.starts]}
+        recorded = {**self.starts[-1].stats.as_dict(), "process_starts": [s.summary() for s in self.starts]}
+        if self.attempts:
+            recorded["cache_faults"] = [a.summary() for a in self.attempts]
+        return recorded
 
 
 class FusionMatches:

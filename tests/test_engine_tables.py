@@ -104,7 +104,8 @@ def _report(tmp_path: Path) -> dict[str, Any]:
     tampered = _start("mixtral", "LayerName", "cold", negative_control="mixtral ... start: differs (generated token 0)")
     tampered["result"]["start"]["tamper"] = "moe-to-first"
     failed = {**_start("qwen3_next", "LayerName", "cold"), "counts": {}}
-    failed["result"] = {"start": failed["result"]["start"], "architecture": "Qwen3NextForCausalLM", "split": "default", "layers": 4,
+    failed["result"] = {"start": failed["result"]["start"], "architecture": "Qwen3NextForCausalLM",
+                        "split": "default", "layers": 4,
                         "error": "AssertionError: CPU GDN attention requires BF16."}  # fmt: skip
     audit = {"label": "layer-name ops", "target": "op_calls:layer_name_ops", "seconds": 1.0, "target_seconds": 1.0,
              "counts": {}, "result": {"ops": {"vllm::moe_forward": {"type": "PyObject"},
@@ -137,3 +138,11 @@ def test_op_coverage_crosses_the_audit_with_the_calls(tmp_path: Path) -> None:
     assert "| `vllm::moe_forward` | `PyObject` | mixtral: LayerName, str | LayerName, str | `moe_runner` | 8 |" in text
     assert "| `vllm::short_conv` | `str` | not reached: no family started here calls it on CPU (mixtral)" in text
     json.dumps(coverage)  # the .json the stage writes
+
+
+def test_a_rerun_report_replaces_its_tests_and_keeps_the_others(tmp_path: Path) -> None:
+    first = _report(tmp_path)
+    rerun = {"run": {"start": "later"}, "tests": [{**first["tests"][0], "outcome": "failed"}]}
+    merged = {test["nodeid"]: test["outcome"] for test in table.merged_tests([first, rerun])}
+    assert len(merged) == len(first["tests"]) and merged["t.py::test_family[mixtral]"] == "failed"
+    assert table.main([str(tmp_path / "absent.json")]) == 2

@@ -232,17 +232,27 @@ def render_coverage(coverage: dict[str, Any]) -> list[str]:
     return lines
 
 
+def merged_tests(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tests of several runs of the stage: a test in a later report replaces the same test of an earlier one."""
+    tests: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        tests.update({test["nodeid"]: test for test in report["tests"]})
+    return list(tests.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python engine_table.py", description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path)
+    parser.add_argument("report", type=Path, nargs="+", help="the stage's report(s): a rerun's tests join the first's")
     parser.add_argument("--stages", type=Path, help="the stage times nox -s vllm recorded (JSON)")
     parser.add_argument("--out", type=Path, help="also write the engine table's markdown here")
     parser.add_argument("--coverage", type=Path, help="write the op-coverage table to this path + .md / .json")
     args = parser.parse_args(argv)
-    if not args.report.exists():
-        print(f"engine_table: {args.report} does not exist (the engine stage wrote no report)", file=sys.stderr)
+    missing = [str(path) for path in args.report if not path.exists()]
+    if missing:
+        print(f"engine_table: {', '.join(missing)} does not exist (the engine stage wrote no report)", file=sys.stderr)
         return 2
-    report = json.loads(args.report.read_text(encoding="utf-8"))
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in args.report]
+    report = {**reports[0], "tests": merged_tests(reports)}
     stages = json.loads(args.stages.read_text(encoding="utf-8")) if args.stages and args.stages.exists() else None
     text = "\n".join(render(report, stages)) + "\n"
     print(text)

@@ -105,14 +105,16 @@ def family_rows(starts: list[dict[str, Any]]) -> list[str]:
 
 
 def mode_pairs(starts: list[dict[str, Any]]) -> list[str]:
-    """LayerName against str per family, size and split: where they tie and why."""
+    """LayerName against str per family, size, split and variant: where they tie and why."""
     table = _index(starts)
     lines = ["| family | split | layers | artifacts saved LayerName / str | why |", "|---|---|---|---|---|"]
-    for family, layers, split in sorted({(k[0], k[1], k[2]) for k in table if not k[4]}):
-        pair = [table.get((family, layers, split, mode, "", "cold")) for mode in MODES]
-        strings, saved = pair[1], " / ".join(_counts(s, "artifacts_saved") for s in pair)
-        why = f"strings: {_why(strings)}" if strings else ""
-        lines.append(f"| {family} | {SPLIT_TEXT[split]} | {layers} | **{saved}** | {why} |")
+    for family, layers, split, variant in sorted({(k[0], k[1], k[2], k[4]) for k in table}):
+        pair = [table.get((family, layers, split, mode, variant, "cold")) for mode in MODES]
+        if None in pair:  # a variant run in one mode only (string mode by call order)
+            continue
+        saved = " / ".join(_counts(s, "artifacts_saved") for s in pair)
+        shown = f"{family}{' (' + variant + ')' if variant else ''}"
+        lines.append(f"| {shown} | {SPLIT_TEXT[split]} | {layers} | **{saved}** | strings: {_why(pair[1])} |")
     return lines
 
 

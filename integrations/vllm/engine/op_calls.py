@@ -110,10 +110,7 @@ def _tamper_name(tamper: str | None, name: str) -> str:
 def _wrap_resolver(
     implementation: str, resolve: Callable[[Any], str], calls: OpCalls, current: _Call
 ) -> Callable[[Any], str]:
-    import torch
-
-    @torch.compiler.assume_constant_result  # as vLLM's own: Dynamo runs it while tracing, keeps the result
-    @functools.wraps(resolve)
+    @functools.wraps(resolve)  # copies the MoE runner's assume_constant_result mark: Dynamo runs it while tracing
     def resolver(layer_name: Any) -> str:
         resolved = resolve(layer_name)
         name = _tamper_name(calls.tamper, resolved)

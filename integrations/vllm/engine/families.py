@@ -107,12 +107,6 @@ FAMILIES: dict[str, Family] = {
              "mlp_only_layers": []},
             per_layer={"layer_types": ["linear_attention", "full_attention"]},
         ),
-        Family(
-            "lfm2", "lfm2", "Lfm2ForCausalLM", "short convolution + attention", (4, 8),
-            {"conv_L_cache": 3, "block_dim": 128, "block_ff_dim": 256, "block_auto_adjust_ff_dim": False,
-             "norm_eps": 1e-5},
-            per_layer={"layer_types": ["conv", "full_attention"]},
-        ),
     )
 }  # fmt: skip
 

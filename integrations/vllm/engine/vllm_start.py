@@ -121,6 +121,8 @@ def start_engine(
     call order as on older torch); ``tamper``: a negative control's lying resolver (:data:`op_calls.TAMPERS`)."""
     import op_calls
 
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: one of {', '.join(SPLITS)}")
     with op_calls.recording(tamper) as calls:  # before vLLM registers its ops
         import cpu_piecewise
         import vllm

@@ -53,6 +53,11 @@ CANNOT_START = ("qwen3_next",)
 START_TIMEOUT = 900
 
 
+def child_env() -> dict[str, str]:
+    """The engine's environment for a fresh process that imports this folder's modules."""
+    return {**ENGINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """(family, layers) -> (model folder, transformers' reference outputs), made once per worker."""
@@ -76,8 +81,7 @@ def start(
     layers = json.loads((folder / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
     suffix = variant and "-" + variant.replace(" ", "-")
     root = compile_cache.directory(f"vllm-{family}-{layers}-{split}-{mode}{suffix}")
-    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    env = {**ENGINE_ENV, "VLLM_USE_LAYERNAME": MODES[mode], "VLLM_CACHE_ROOT": str(root), "PYTHONPATH": path}
+    env = {**child_env(), "VLLM_USE_LAYERNAME": MODES[mode], "VLLM_CACHE_ROOT": str(root)}
     label = f"{family} x{layers} {split} {mode}{variant and ' ' + variant} {phase}"
     one = compile_cache.start(
         TARGET, label=label, cache_dir=root, engines=["vllm"], env=env, model=str(folder), split=split,
@@ -221,8 +225,7 @@ def test_layer_name_ops_of_the_installed_vllm(compile_cache: Any) -> None:
     """Every op the audit finds with a layer-name parameter in the installed vLLM (a fresh process walks
     vLLM's op packages): the rows of the op-coverage table."""
     packages = runpy.run_path(str(HERE.parent / "pins.py"))["OP_PACKAGES"]
-    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    env = {**ENGINE_ENV, "PYTHONPATH": path}
+    env = child_env()
     one = compile_cache.start("op_calls:layer_name_ops", label="layer-name ops", env=env, packages=list(packages))
     ops = one.result["ops"]
     assert "vllm::moe_forward" in ops and "vllm::unified_attention_with_output" in ops, sorted(ops)

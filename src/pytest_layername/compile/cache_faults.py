@@ -54,12 +54,15 @@ class WrongOutput(AssertionError):
 
 @dataclass(frozen=True)
 class StartSpec:
-    """One start: ``target(session, **kwargs)`` in a fresh process with ``env`` and engine adapters ``engines``."""
+    """One start: ``target(session, **kwargs)`` in a fresh process with ``env`` and engine adapters ``engines``;
+    ``cache_env`` names the engine's own cache-root variables, set to the start's cache directory
+    (``("VLLM_CACHE_ROOT",)``: vLLM keeps its compiled model below it)."""
 
     target: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ()
+    cache_env: tuple[str, ...] = ()
 
     def changed(self, *, kwargs: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> StartSpec:
         """This start with some kwargs or environment changed (the other mode: ``kwargs={"mode": "string"}``
@@ -69,8 +72,9 @@ class StartSpec:
     def spawn(self, cache_dir: str | os.PathLike[str], label: str) -> RunningStart:
         """Launch it on ``cache_dir`` without waiting."""
         return spawn_process(
-            self.target, self.kwargs, cache_dir=cache_dir, label=label, engines=self.engines, env=self.env
-        )
+            self.target, self.kwargs, cache_dir=cache_dir, label=label, engines=self.engines, env=self.env,
+            cache_env=self.cache_env,
+        )  # fmt: skip
 
 
 @dataclass
@@ -263,18 +267,23 @@ class FlipBytes:
 @dataclass(frozen=True)
 class FlipBit:
     """Flip ``mask``'s bits of the byte ``offset`` bytes into the first ``pattern`` (a tampered constant:
-    ``FlipBit(b"model.layers.1.", 13, 0x02)`` turns a baked ``model.layers.1`` into ``model.layers.3``)."""
+    ``FlipBit(b"model.layers.1.", 13, 0x02)`` turns a baked ``model.layers.1`` into ``model.layers.3``);
+    ``every``: into every occurrence (a constant renamed consistently throughout an artifact that also
+    holds the graph it was compiled from, as an engine's saved model does)."""
 
     pattern: bytes
     offset: int
     mask: int = 0x01
+    every: bool = False
 
     def apply(self, data: bytes, read: Callable[[ArtifactSelector], bytes]) -> bytes:
-        found = data.find(self.pattern)
-        if found < 0:
+        found = [m.start() for m in re.finditer(re.escape(self.pattern), data)]
+        if not found:
             raise FaultNotInjected(f"the artifact holds no {self.pattern!r}")
-        at = found + self.offset
-        return data[:at] + bytes([data[at] ^ self.mask]) + data[at + 1 :]
+        changed = bytearray(data)
+        for start in found if self.every else found[:1]:
+            changed[start + self.offset] ^= self.mask
+        return bytes(changed)
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,10 @@ def spawn_process(
     env: Mapping[str, str] | None = None,
     save_cache_artifacts: str | os.PathLike[str] | None = None,
     load_cache_artifacts: str | os.PathLike[str] | None = None,
+    cache_env: Sequence[str] = (),
 ) -> RunningStart:
-    """Launch ``target`` as :func:`start_process` does, without waiting (the child leads a process group)."""
+    """Launch ``target`` as :func:`start_process` does, without waiting (the child leads a process group).
+    ``cache_env``: the engine's own cache-root variables (``VLLM_CACHE_ROOT``), set to ``cache_dir`` too."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="layername-start-"))
@@ -182,7 +184,7 @@ def spawn_process(
         "out": str(folder / "start.pickle"),
     }
     (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
-    child_env = {**os.environ, **(env or {}), CACHE_ENV: str(cache)}
+    child_env = {**os.environ, **(env or {}), **dict.fromkeys([CACHE_ENV, *cache_env], str(cache))}
     command = [sys.executable, "-m", "pytest_layername.compile.process_start", str(folder / "request.json")]
     with (folder / "log").open("wb") as log:
         process = subprocess.Popen(command, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

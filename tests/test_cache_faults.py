@@ -284,6 +284,7 @@ def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(cap
     """Torch's own messages become events (key or reason); warnings still reach torch's handlers; an engine's
     line becomes a recompile only when it matches its pattern."""
     import logging
+    import logging.config
 
     from pytest_layername.compile.cache_events import LogReason, cache_event_log
 
@@ -300,6 +301,9 @@ def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(cap
             "Compiling model again due to a load failure from %s, reason: %s", "p", "x"
         )
         logging.getLogger("toy.engine").warning("Loaded the compiled model from %s", "p")
+        # an engine configuring its logging on import (vLLM's dictConfig) resets its loggers' handlers
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "loggers": {"toy": {}}})
+        logging.getLogger("toy.engine").warning("Compiling model again due to a load failure after dictConfig")
     assert events == [
         CacheEvent("fx_graph", "miss", key="fkey"),
         CacheEvent("fx_graph", "bypass", reason="unsupported op"),
@@ -307,6 +311,7 @@ def test_cache_events_come_from_torchs_log_records_and_an_engines_named_line(cap
         CacheEvent("fx_graph", "load_failure", reason="EOFError: Ran out of input"),
         CacheEvent("unattributed", "load_failure", reason="fx graph cache unable to load compiled graph"),
         CacheEvent("toy", "recompile", reason="Compiling model again due to a load failure from p, reason: x"),
+        CacheEvent("toy", "recompile", reason="Compiling model again due to a load failure after dictConfig"),
     ]
     assert "fx graph cache unable to load compiled graph" in caplog.text  # the warning was not swallowed
     assert codecache.propagate and not codecache.handlers  # the loggers are as they were

@@ -95,20 +95,13 @@ def _looking_up() -> str:
 
 
 class _Collector(logging.Handler):
-    """Appends the events of the records it sees; WARNING and above still reach torch's own handlers."""
+    """Appends the events of torch's records it sees; WARNING and above still reach torch's own handlers."""
 
-    def __init__(self, events: list[CacheEvent], reasons: Iterable[LogReason]) -> None:
+    def __init__(self, events: list[CacheEvent]) -> None:
         super().__init__(logging.DEBUG)
         self.events = events
-        self.reasons = {r.logger: r for r in reasons}
 
     def emit(self, record: logging.LogRecord) -> None:
-        engine = self.reasons.get(record.name)
-        if engine is not None:
-            message = record.getMessage()
-            if re.search(engine.pattern, message):
-                self.events.append(CacheEvent(engine.cache, "recompile", reason=message))
-            return
         event = torch_event(record)
         if event is not None:
             self.events.append(event)
@@ -117,12 +110,28 @@ class _Collector(logging.Handler):
             parent.handle(record)  # the collector stops propagation of torch's loggers: keep warnings visible
 
 
+class _EngineLines(logging.Filter):
+    """Appends an event for each record of an engine's logger that matches its line, and lets every record
+    through. A filter, not a handler: an engine that configures its logging when imported (vLLM's
+    ``dictConfig``) resets the handlers of its loggers, not their filters."""
+
+    def __init__(self, events: list[CacheEvent], reason: LogReason) -> None:
+        super().__init__()
+        self.events, self.reason = events, reason
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if re.search(self.reason.pattern, message):
+            self.events.append(CacheEvent(self.reason.cache, "recompile", reason=message))
+        return True
+
+
 @contextlib.contextmanager
 def cache_event_log(reasons: Iterable[LogReason] = ()) -> Iterator[list[CacheEvent]]:
     """The cache events of what runs inside, in order (torch's caches, and each engine ``reasons`` line)."""
     events: list[CacheEvent] = []
     reasons = list(reasons)
-    collector = _Collector(events, reasons)
+    collector = _Collector(events)
     saved: list[tuple[logging.Logger, int, bool]] = []
     for name in TORCH_LOGGERS:
         logger = logging.getLogger(name)
@@ -130,9 +139,9 @@ def cache_event_log(reasons: Iterable[LogReason] = ()) -> Iterator[list[CacheEve
         logger.setLevel(logging.INFO)  # hits, misses and bypasses are INFO records
         logger.propagate = False  # ... which torch's handlers would print: only warnings go on (see _Collector)
         logger.addHandler(collector)
-    engine_loggers = [logging.getLogger(r.logger) for r in reasons]
-    for logger in engine_loggers:
-        logger.addHandler(collector)
+    engine_lines = [(logging.getLogger(r.logger), _EngineLines(events, r)) for r in reasons]
+    for logger, lines in engine_lines:
+        logger.addFilter(lines)
     try:
         yield events
     finally:
@@ -140,5 +149,5 @@ def cache_event_log(reasons: Iterable[LogReason] = ()) -> Iterator[list[CacheEve
             logger.removeHandler(collector)
             logger.setLevel(level)
             logger.propagate = propagate
-        for logger in engine_loggers:
-            logger.removeHandler(collector)
+        for logger, lines in engine_lines:
+            logger.removeFilter(lines)

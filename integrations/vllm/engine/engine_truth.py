@@ -6,6 +6,7 @@ never by vLLM, so no start, cache or layer-name implementation can bend it. Impo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 #: Largest |engine - transformers| accepted on a log-probability. Both run float32; they sum in different
@@ -56,3 +57,17 @@ def compare(result: dict[str, Any], reference: dict[str, Any], where: str) -> di
     if problems:
         raise GroundTruthMismatch(f"{where}: differs from transformers on the same weights: " + "; ".join(problems))
     return {"generated": generated, "prompt": prompt}
+
+
+def truth_check(reference: dict[str, Any]) -> Callable[[Any], str | None]:
+    """A fault attempt's ground-truth check (:data:`pytest_layername.compile.cache_faults.Truth`): None when the
+    start's output is transformers', else what differs."""
+
+    def check(start: Any) -> str | None:
+        try:
+            compare(start.result, reference, f"{start.label} start")
+        except GroundTruthMismatch as mismatch:
+            return str(mismatch)
+        return None
+
+    return check

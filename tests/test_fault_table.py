@@ -36,7 +36,7 @@ def test_one_row_per_judged_start_with_torchs_reasons_counted_alike_whatever_the
     ]  # fmt: skip
     table = render_markdown(rows)
     assert (
-        "| truncated | string | next | recompiled | 2 / 1 / 4 | FX-graph cache could not load an entry: "
+        "| - | truncated | string | next | recompiled | 2 / 1 / 4 | FX-graph cache could not load an entry: "
         "UnpicklingError: pickle data was truncated; FX-graph cache miss: no loadable entry (x2) | ground truth "
         "| passed |"
     ) in table
@@ -52,9 +52,15 @@ def test_the_cli_writes_the_table_and_fails_on_a_report_without_faults(tmp_path:
     report = tmp_path / "report.json"
     report.write_text(json.dumps(_report([_fault("loaded", [])])), encoding="utf-8")
     assert main(["fault-table", str(report), "--output", str(tmp_path / "table.md")]) == 0
-    assert "| truncated | string | next | loaded |" in (tmp_path / "table.md").read_text(encoding="utf-8")
+    assert "| - | truncated | string | next | loaded |" in (tmp_path / "table.md").read_text(encoding="utf-8")
+    other = tmp_path / "engine.json"
+    other.write_text(json.dumps(_report([_fault("recompiled", ["vLLM: Compiling model again"])])), encoding="utf-8")
+    assert main(["fault-table", f"reference={report}", f"engine={other}", "--output", str(tmp_path / "both.md")]) == 0
+    both = (tmp_path / "both.md").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" | ")[0] for line in both[2:]] == ["| reference", "| engine"]
     report.write_text(json.dumps(_report([])), encoding="utf-8")
     assert main(["fault-table", str(report)]) == 2
     assert "the report has no cache_faults" in capsys.readouterr().err
+    assert main(["fault-table", str(tmp_path / "absent.json")]) == 2
     with pytest.raises(FaultTableError):
         fault_rows({"tests": []})

@@ -1,9 +1,10 @@
-"""The compile-cache fault table, from one run's JSON report (no torch).
+"""The compile-cache fault table, from the JSON reports of runs (no torch).
 
 Every test that injected faults through ``compile_cache.record`` has ``stats.cache_faults``: per judged
-start, the fault, the outcome (loaded / recompiled with torch's reasons / empty / error), how many artifacts
-it compiled, rebuilt and loaded, and its output against the ground truth. :func:`fault_rows` reads them with
-the test's mode and result; :func:`render_markdown` makes the table ``layername fault-table`` prints.
+start, the fault, the outcome (loaded / recompiled with torch's or the engine's reasons / empty / error), how
+many artifacts it compiled, rebuilt and loaded, and its output against the ground truth. :func:`fault_rows`
+reads them with the test's mode and result, and what the run started (``target``: the reference decoder,
+an engine); :func:`render_markdown` makes the table ``layername fault-table`` prints.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ class FaultTableError(ValueError):
     """A report without fault results."""
 
 
-def fault_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per judged start of every test's ``cache_faults``, in report order."""
+def fault_rows(report: Mapping[str, Any], target: str = "-") -> list[dict[str, Any]]:
+    """One row per judged start of every test's ``cache_faults``, in report order; ``target`` names what
+    the run started."""
     rows = []
     for test in report.get("tests", []):
         for entry in (test.get("stats") or {}).get("cache_faults", []):
             outcome = entry["outcome"]
             rows.append(
                 {
+                    "target": target,
                     "fault": entry["fault"],
                     "mode": test.get("mode") or "-",
                     "start": entry["label"],
@@ -64,15 +67,17 @@ def _reason(reasons: Sequence[str]) -> str:
 
 
 def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table: fault, mode, start, outcome, compiled/rebuilt/loaded, torch's reason, output, test result."""
+    """The table: target, fault, mode, start, outcome, compiled/rebuilt/loaded, torch's or the engine's
+    reason, output, test result."""
     lines = [
-        "| fault | mode | start | outcome | compiled / rebuilt / loaded | reason (torch's words) | output | test |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | fault | mode | start | outcome | compiled / rebuilt / loaded | reason (torch's or the engine's "
+        "words) | output | test |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         counts = f"{row['compiled']} / {row['rebuilt']} / {row['loaded']}"
         lines.append(
-            f"| {row['fault']} | {row['mode']} | {row['start']} | {row['outcome']} | {counts} | "
+            f"| {row['target']} | {row['fault']} | {row['mode']} | {row['start']} | {row['outcome']} | {counts} | "
             f"{_reason(row['reasons'])} | {row['output']} | {row['test']} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_artifacts(session: Any, *, files: int, pause: float) -> dict[str, int]:
-    """Write ``files`` entries the way torch does (a dot-file, then a rename), ``pause`` seconds apart."""
-    root = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "fxgraph" / "aa"
+def write_artifacts(session: Any, *, files: int, pause: float, root_env: str = "TORCHINDUCTOR_CACHE_DIR") -> dict:
+    """Write ``files`` entries the way torch does (a dot-file, then a rename), ``pause`` seconds apart, below
+    the directory the variable ``root_env`` names (an engine's own cache root, as VLLM_CACHE_ROOT)."""
+    root = Path(os.environ[root_env]) / "fxgraph" / "aa"
     for index in range(files):
         time.sleep(pause)
         entry = root / f"faa{index}" / "entry"

@@ -12,6 +12,7 @@ several faults. The repeated and expensive cases are ``layername_slow``.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,16 @@ def test_kill_when_written_kills_mid_way_and_says_when_it_could_not(tmp_path: Pa
         kill_when_written(StartSpec(WRITER, {"files": 4, "pause": 0.0}, WRITER_ENV), tmp_path / "b", after=5)
 
 
+def test_an_engines_own_cache_root_is_the_starts_directory(tmp_path: Path) -> None:
+    """``cache_env`` names the engine's cache-root variable: the start writes below its directory; without it
+    the variable is unset and nothing is written (negative control)."""
+    spec = StartSpec(WRITER, {"files": 4, "pause": 0.5, "root_env": "FAKE_ENGINE_ROOT"}, WRITER_ENV)
+    killed = kill_when_written(replace(spec, cache_env=("FAKE_ENGINE_ROOT",)), tmp_path / "a", after=2)
+    assert killed.returncode < 0 and 2 <= killed.files < 4, killed
+    with pytest.raises(FaultNotInjected, match=r"exited \(1\) or timed out with 0 artifact file\(s\)"):
+        kill_when_written(spec, tmp_path / "b", after=1)
+
+
 def test_artifacts_are_selected_by_kind_and_write_order_and_damage_keeps_that_order(tmp_path: Path) -> None:
     for index, name in enumerate(["zz", "aa", "mm"]):  # names unordered: the write order decides
         path = tmp_path / "fxgraph" / name[:2] / f"f{name}" / name
@@ -228,6 +239,11 @@ def test_artifacts_are_selected_by_kind_and_write_order_and_damage_keeps_that_or
     assert [p.name for p in artifacts(tmp_path)["fx_graph"]] == ["zz", "aa", "mm"]  # the mtime is kept
     damage_artifact(tmp_path, ArtifactSelector("fx_graph", -1), CopyFrom(ArtifactSelector("fx_graph", 0)))
     assert (tmp_path / "fxgraph/mm/fmm/mm").read_bytes() == b"model.layers.0.self_attn"
+    twice = tmp_path / "fxgraph" / "aa" / "faa" / "aa"
+    twice.write_bytes(b"model.layers.1.attn(model.layers.1.kv)")
+    renamed = FlipBit(b"model.layers.1.", 13, 0x02, every=True)
+    damage_artifact(tmp_path, ArtifactSelector("fx_graph", -1), renamed)  # written now: the newest
+    assert twice.read_bytes() == b"model.layers.3.attn(model.layers.3.kv)"  # every occurrence, not the first
     assert damage_artifact(tmp_path, ArtifactSelector("fx_graph", 0), Truncate(0.25)).size_after == 6
     with pytest.raises(FaultNotInjected, match=r"fx_graph\[3\]: .* holds 3 fx_graph artifact"):
         damage_artifact(tmp_path, ArtifactSelector("fx_graph", 3), Truncate())

@@ -54,12 +54,15 @@ class WrongOutput(AssertionError):
 
 @dataclass(frozen=True)
 class StartSpec:
-    """One start: ``target(session, **kwargs)`` in a fresh process with ``env`` and engine adapters ``engines``."""
+    """One start: ``target(session, **kwargs)`` in a fresh process with ``env`` and engine adapters ``engines``;
+    ``warm``: forked from the warm server with torch imported where that equals an exec (the reference
+    models' starts; an engine that sets torch's environment at import is exec'd)."""
 
     target: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ()
+    warm: bool = False
 
     def changed(self, *, kwargs: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> StartSpec:
         """This start with some kwargs or environment changed (the other mode: ``kwargs={"mode": "string"}``
@@ -69,8 +72,9 @@ class StartSpec:
     def spawn(self, cache_dir: str | os.PathLike[str], label: str) -> RunningStart:
         """Launch it on ``cache_dir`` without waiting."""
         return spawn_process(
-            self.target, self.kwargs, cache_dir=cache_dir, label=label, engines=self.engines, env=self.env
-        )
+            self.target, self.kwargs, cache_dir=cache_dir, label=label, engines=self.engines, env=self.env,
+            warm=self.warm,
+        )  # fmt: skip
 
 
 @dataclass
@@ -117,7 +121,12 @@ def judge(running: RunningStart, *, fault: str, truth: Truth, timeout: float = 1
         start = running.finish(timeout)
     except ProcessStartError as failed:
         return Attempt(fault, running.label, error_outcome(error_reason(str(failed))), error=str(failed)[-4000:])
-    return Attempt(fault, running.label, start.outcome, start, truth(start))
+    return judge_start(start, fault=fault, truth=truth)
+
+
+def judge_start(start: ProcessStart, *, fault: str, truth: Truth) -> Attempt:
+    """A finished start judged: its outcome, and its output against ``truth`` (a start several tests share)."""
+    return Attempt(fault, start.label, start.outcome, start, truth(start))
 
 
 #: a traceback's exception line: ``torch._dynamo.exc.BackendCompilerFailed: ...``, ``SyntaxError: ...``

@@ -194,10 +194,13 @@ def vllm(session: nox.Session) -> None:
         session.install(*VLLM["VLLM_IMPORT_DEPS"], "-e", str(ROOT), *links)
         session.run_install("uv", "pip", "uninstall", *VLLM["VLLM_UNINSTALL"], silent=True, external=True)
     impl = ["-p", "no:xdist", "--layername-mode=both", "--layername-impl=vllm.utils.torch_utils"]
+    # vLLM sets torch's environment when it is imported: the suite's fresh processes are exec'd, not forked
+    # from a server that imported torch first (pytest_layername.core.fresh_interpreter)
+    execd = {"LAYERNAME_FRESH_PROCESS": "exec"}
     # (a) the whole reference suite (-m "": the layername_slow tests too) against vLLM's LayerName implementation
     with _stage(session, "reference suite against vllm.utils.torch_utils"):
         suite = ["--pyargs", "pytest_layername.suite", "-m", "", *impl, *_vllm_reports("vllm-suite")]
-        session.run("python", "-m", "pytest", *suite)
+        session.run("python", "-m", "pytest", *suite, env=execd)
     # (a2) the same suite against vLLM's second implementation of the contract, its MoE runner's own encoder
     # (a method) and resolver, through integrations/vllm/moe_runner_impl.py. Deselected: the deprecation check,
     # which fails on vLLM's import chain (torch.jit.script_method, DeprecationWarning from vLLM modules outside
@@ -207,7 +210,7 @@ def vllm(session: nox.Session) -> None:
         deprecation = ["-k", "not test_no_torch_deprecation_from_the_implementation"]
         path = os.pathsep.join(filter(None, [str(VLLM_DIR), os.environ.get("PYTHONPATH")]))
         suite = ["--pyargs", "pytest_layername.suite", "-m", "", *moe, *deprecation]
-        session.run("python", "-m", "pytest", *suite, env={"PYTHONPATH": path})
+        session.run("python", "-m", "pytest", *suite, env={"PYTHONPATH": path, **execd})
     # (b) vLLM's op packages against the committed baseline: a new op taking a str layer name fails, named
     with _stage(session, "op audit against the baseline"):
         session.run("python", "-m", "pytest_layername", *VLLM["audit_args"]())

@@ -32,14 +32,15 @@ from pytest_layername.compile.cache_faults import (
     attempt,
     clone_cache,
     damage_artifact,
+    judge_start,
     kill_when_written,
     start_together,
 )
 from pytest_layername.compile.reference_truth import reference_truth
 from pytest_layername.compile.start_outcome import OutcomeMismatch, classify, expect_outcome
 from pytest_layername.compile.stats import CompileStats
+from shared_cold import LAYERS, decoder_cold
 
-LAYERS = 4
 KINDS = 3  # files per distinct piece: FX-graph entry, AOT-autograd entry, Python module
 #: a stale unreadable entry torch skips (it stays next to the good one torch wrote)
 SKIPPED = r"could not load an entry"
@@ -56,15 +57,17 @@ def other(mode: str) -> str:
 class Decoder:
     """The 4-layer reference decoder's start in one mode, its ground truth, and a cold cache to clone."""
 
-    def __init__(self, compile_cache: Any, mode: str) -> None:
-        self.cache, self.mode = compile_cache, mode
+    def __init__(self, compile_cache: Any, mode: str, factory: pytest.TempPathFactory) -> None:
+        self.cache, self.mode, self.factory = compile_cache, mode, factory
         self.spec: StartSpec = compile_cache.reference_spec("decoder", LAYERS, mode)
         self.truth = reference_truth(model="decoder", layers=LAYERS, mode=mode, impl=compile_cache.impl)
 
-    def cold(self, name: str = "cold") -> Path:
-        """A cold start on an empty directory: it compiles every distinct piece and gives the ground truth."""
-        folder = self.cache.directory(name)
-        done = attempt(self.spec, folder, fault="none (cold)", truth=self.truth, label="cold")
+    def cold(self) -> Path:
+        """The run's cold start on an empty directory (shared_cold.py; a test clones its cache, never writes
+        to it): it compiled every distinct piece and gave the ground truth."""
+        start = decoder_cold(self.cache, self.mode, self.factory)
+        folder = Path(start.cache_dir)
+        done = judge_start(start, fault="none (cold)", truth=self.truth)
         self.cache.record(done)
         done.expect("recompiled", reason=r"FX-graph cache miss: no loadable entry")
         assert done.outcome.compiled == distinct(self.mode), done.outcome
@@ -83,8 +86,8 @@ class Decoder:
 
 
 @pytest.fixture
-def decoder(compile_cache: Any, layername_mode: str) -> Decoder:
-    return Decoder(compile_cache, layername_mode)
+def decoder(compile_cache: Any, layername_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Decoder:
+    return Decoder(compile_cache, layername_mode, tmp_path_factory)
 
 
 # --- the faults on the reference decoder, both modes ------------------------------------------------------------
@@ -156,7 +159,7 @@ def test_every_damaged_artifact_kind_recovers(decoder: Decoder) -> None:
 def test_a_start_in_the_other_mode_on_the_same_cache(decoder: Decoder) -> None:
     """LayerName written, strings read (or the reverse): the other mode's pieces miss and compile, with the
     other mode's ground truth; back in the first mode everything loads."""
-    cold = decoder.cold()
+    cold = decoder.clone(decoder.cold(), "other-mode")
     flipped = decoder.spec.changed(kwargs={"mode": other(decoder.mode)})
     truth = reference_truth(model="decoder", layers=LAYERS, mode=other(decoder.mode), impl=decoder.cache.impl)
     fault = f"{decoder.mode} cache, {other(decoder.mode)} start"

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pytest_layername.compile.cache_faults import clone_cache
 from pytest_layername.compile.expectations import CountMismatch
 from pytest_layername.compile.process_start import cache_artifacts_available
 from pytest_layername.release.report import schema_problem
+from shared_cold import LAYERS, decoder_cold
 
 
 def distinct(mode: str, layers: int) -> int:
@@ -42,25 +44,28 @@ def expect_warm(start, layers: int) -> None:
     )  # fmt: skip
 
 
-def test_a_second_process_on_the_cache_loads_every_piece(layername_mode: str, compile_cache) -> None:
-    layers = 4
-    cold = compile_cache.start_reference("decoder", layers, label="cold", save_cache_artifacts=True)
+def test_a_second_process_on_the_cache_loads_every_piece(layername_mode: str, compile_cache, tmp_path_factory) -> None:
+    layers = LAYERS
+    cold = decoder_cold(compile_cache, layername_mode, tmp_path_factory)  # the run's cold start, shared
     expect_cold(cold, layername_mode, layers)
-    with pytest.raises(CountMismatch, match=r"cold start .*fx_graph_cache_misses expected 0, got [1-9]"):
+    with pytest.raises(CountMismatch, match=r"cold \(shared .* start .*fx_graph_cache_misses expected 0, got [1-9]"):
         expect_warm(cold, layers)  # negative control: the warm assertion fails on a start with an empty cache
-    warm = compile_cache.start_reference("decoder", layers, label="warm")
+    cache = clone_cache(cold.cache_dir, compile_cache.directory("cold-cache"))
+    warm = compile_cache.start_reference("decoder", layers, label="warm", cache_dir=cache)
     expect_warm(warm, layers)
 
 
-def test_saved_cache_artifacts_carry_a_cold_start_into_an_empty_directory(layername_mode: str, compile_cache) -> None:
+def test_saved_cache_artifacts_carry_a_cold_start_into_an_empty_directory(
+    layername_mode: str, compile_cache, tmp_path_factory
+) -> None:
     """``torch.compiler.save_cache_artifacts()`` after a cold start, ``load_cache_artifacts()`` in a fresh
     process on an empty directory: it compiles nothing."""
     available, why = cache_artifacts_available()
     if not available:
         pytest.skip(why)  # the torch of this cell has no portable cache artifacts
-    layers = 4
+    layers = LAYERS
     unique = distinct(layername_mode, layers)
-    cold = compile_cache.start_reference("decoder", layers, label="cold", save_cache_artifacts=True)
+    cold = decoder_cold(compile_cache, layername_mode, tmp_path_factory)  # the run's cold start, shared
     assert cold.cache_artifacts["saved"]["inductor"] == unique  # torch's own list of what it recorded
     empty = compile_cache.directory("empty")
     warm = compile_cache.start_reference(

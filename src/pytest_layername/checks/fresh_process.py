@@ -19,11 +19,14 @@ import json
 import logging
 import os
 import pickle
-import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+
+from ..core.fresh_interpreter import launch
 
 #: The torch a torch-without-hoisting simulation pretends to be (2.10: ``register_opaque_type`` without hoist=).
 OLD_TORCH = "2.10.0"
@@ -34,22 +37,27 @@ class FreshProcessError(RuntimeError):
 
 
 def run_fresh(request: Mapping[str, Any], *, env: Mapping[str, str] | None = None, timeout: float = 600) -> Any:
-    """Run one job in a fresh interpreter that sees this process's ``sys.path``; its JSON answer."""
+    """Run one job in a fresh interpreter (:func:`~..core.fresh_interpreter.launch`: torch already imported
+    where that equals an exec) that sees this process's ``sys.path``; its JSON answer."""
     child_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run(
-        [sys.executable, "-m", __name__],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=child_env,
-        timeout=timeout,
-        check=False,
-    )
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise FreshProcessError(
-            f"fresh process for job {request['job']!r} exited {done.returncode}:\n{done.stderr.strip()[-3000:]}"
-        )
+    with tempfile.TemporaryDirectory(prefix="layername-fresh-") as folder:
+        files = {name: Path(folder, name) for name in ("request.json", "stdout", "stderr")}
+        files["request.json"].write_text(json.dumps(request), encoding="utf-8")
+        child = launch(
+            "pytest_layername.checks.fresh_process", env=child_env, stdin=files["request.json"],
+            stdout=files["stdout"], stderr=files["stderr"],
+        )  # fmt: skip
+        try:
+            returncode = child.wait(timeout)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        stdout, stderr = (files[name].read_text(encoding="utf-8", errors="replace") for name in ("stdout", "stderr"))
+    lines = stdout.strip().splitlines()
+    if returncode != 0 or not lines:
+        tail = stderr.strip()[-3000:]
+        raise FreshProcessError(f"fresh process for job {request['job']!r} exited {returncode}:\n{tail}")
     return json.loads(lines[-1])
 
 

@@ -56,13 +56,16 @@ class WrongOutput(AssertionError):
 class StartSpec:
     """One start: ``target(session, **kwargs)`` in a fresh process with ``env`` and engine adapters ``engines``;
     ``cache_env`` names the engine's own cache-root variables, set to the start's cache directory
-    (``("VLLM_CACHE_ROOT",)``: vLLM keeps its compiled model below it)."""
+    (``("VLLM_CACHE_ROOT",)``: vLLM keeps its compiled model below it); ``warm``: forked from the warm server
+    with torch imported where that equals an exec (the reference models' starts; an engine that sets torch's
+    environment at import is exec'd)."""
 
     target: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ()
     cache_env: tuple[str, ...] = ()
+    warm: bool = False
 
     def changed(self, *, kwargs: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> StartSpec:
         """This start with some kwargs or environment changed (the other mode: ``kwargs={"mode": "string"}``
@@ -73,7 +76,7 @@ class StartSpec:
         """Launch it on ``cache_dir`` without waiting."""
         return spawn_process(
             self.target, self.kwargs, cache_dir=cache_dir, label=label, engines=self.engines, env=self.env,
-            cache_env=self.cache_env,
+            cache_env=self.cache_env, warm=self.warm,
         )  # fmt: skip
 
 
@@ -121,7 +124,12 @@ def judge(running: RunningStart, *, fault: str, truth: Truth, timeout: float = 1
         start = running.finish(timeout)
     except ProcessStartError as failed:
         return Attempt(fault, running.label, error_outcome(error_reason(str(failed))), error=str(failed)[-4000:])
-    return Attempt(fault, running.label, start.outcome, start, truth(start))
+    return judge_start(start, fault=fault, truth=truth)
+
+
+def judge_start(start: ProcessStart, *, fault: str, truth: Truth) -> Attempt:
+    """A finished start judged: its outcome, and its output against ``truth`` (a start several tests share)."""
+    return Attempt(fault, start.label, start.outcome, start, truth(start))
 
 
 #: a traceback's exception line: ``torch._dynamo.exc.BackendCompilerFailed: ...``, ``SyntaxError: ...``

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.fresh_interpreter import Child, launch
 from ..core.implementation import REFERENCE_IMPL
 from .cache_events import CacheEvent
 from .start_outcome import StartOutcome, classify, expect_outcome
@@ -119,7 +120,7 @@ class RunningStart:
     label: str
     target: str
     cache_dir: Path
-    process: subprocess.Popen[bytes]
+    process: Child  # exec'd or forked from the warm server (core.fresh_interpreter)
     folder: Path  # the request, the child's output and its stdout/stderr; removed by finish() or kill()
     launched: float
 
@@ -153,6 +154,8 @@ class RunningStart:
         """SIGKILL the child's process group now; its exit status."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()  # a forked child not yet leading its own session
         returncode = self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
         return returncode
@@ -169,6 +172,7 @@ def spawn_process(
     save_cache_artifacts: str | os.PathLike[str] | None = None,
     load_cache_artifacts: str | os.PathLike[str] | None = None,
     cache_env: Sequence[str] = (),
+    warm: bool = False,
 ) -> RunningStart:
     """Launch ``target`` as :func:`start_process` does, without waiting (the child leads a process group).
     ``cache_env``: the engine's own cache-root variables (``VLLM_CACHE_ROOT``), set to ``cache_dir`` too."""
@@ -185,9 +189,8 @@ def spawn_process(
     }
     (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
     child_env = {**os.environ, **(env or {}), **dict.fromkeys([CACHE_ENV, *cache_env], str(cache))}
-    command = [sys.executable, "-m", "pytest_layername.compile.process_start", str(folder / "request.json")]
-    with (folder / "log").open("wb") as log:
-        process = subprocess.Popen(command, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    args = [str(folder / "request.json")]
+    process = launch("pytest_layername.compile.process_start", args, env=child_env, stdout=folder / "log", warm=warm)
     return RunningStart(label, target, cache, process, folder, time.perf_counter())
 
 
@@ -202,13 +205,16 @@ def start_process(
     save_cache_artifacts: str | os.PathLike[str] | None = None,
     load_cache_artifacts: str | os.PathLike[str] | None = None,
     timeout: float = 1800,
+    warm: bool = False,
 ) -> ProcessStart:
     """Run ``target`` (``"module:function"``, called as ``function(session, **kwargs)``; JSON-able kwargs and
     result) in a fresh process whose inductor cache is ``cache_dir``; ``engines``: adapter specs
-    (:func:`~.engines.engine_counters`); ``env``: extra environment of the child."""
+    (:func:`~.engines.engine_counters`); ``env``: extra environment of the child; ``warm``: fork it from the
+    warm server where that equals an exec (:mod:`~..core.fresh_interpreter`; a target that imports an
+    engine which sets torch's environment before importing torch must be exec'd)."""
     running = spawn_process(
         target, kwargs, cache_dir=cache_dir, label=label, engines=engines, env=env,
-        save_cache_artifacts=save_cache_artifacts, load_cache_artifacts=load_cache_artifacts,
+        save_cache_artifacts=save_cache_artifacts, load_cache_artifacts=load_cache_artifacts, warm=warm,
     )  # fmt: skip
     return running.finish(timeout)
 

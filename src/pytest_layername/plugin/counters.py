@@ -91,16 +91,19 @@ class CompileCache:
         env: Mapping[str, str] | None = None,
         save_cache_artifacts: bool = False,
         load_cache_artifacts: str | Path | None = None,
+        warm: bool = False,
         **kwargs: Any,
     ) -> ProcessStart:
         """``target(session, **kwargs)`` (``"module:function"``) in a fresh process on this test's cache
         (or ``cache_dir``); ``save_cache_artifacts`` writes ``torch.compiler.save_cache_artifacts()`` to
-        ``ProcessStart.artifacts_saved_to``; ``load_cache_artifacts`` loads such a file first."""
+        ``ProcessStart.artifacts_saved_to``; ``load_cache_artifacts`` loads such a file first; ``warm``: fork
+        the process from the warm server with torch imported where that equals an exec
+        (:mod:`pytest_layername.core.fresh_interpreter`)."""
         label = label or f"start {len(self.starts) + 1}"
         saved = self.path.parent / f"{label.replace(' ', '-')}.artifacts" if save_cache_artifacts else None
         start = start_process(
             target, kwargs, cache_dir=cache_dir or self.path, label=label, engines=engines, env=env,
-            save_cache_artifacts=saved, load_cache_artifacts=load_cache_artifacts,
+            save_cache_artifacts=saved, load_cache_artifacts=load_cache_artifacts, warm=warm,
         )  # fmt: skip
         self.starts.append(start)
         return start
@@ -108,13 +111,14 @@ class CompileCache:
     def start_reference(
         self, model: str, layers: int, mode: str | None = None, *, compiler: str = "inductor", **options: Any
     ) -> ProcessStart:
-        """A reference model compiled and run once in a fresh process, in ``mode`` (default: the test's)."""
+        """A reference model compiled and run once in a fresh process, in ``mode`` (default: the test's); the
+        process is forked from the warm server where that equals an exec (the implementation is imported in it)."""
         mode = mode or self.mode
         if mode is None:
             raise ValueError("compile_cache.start_reference needs a mode: use layername_mode or pass mode=")
         return self.start(
             REFERENCE_TARGET, model=model, layers=layers, mode=mode, impl=self.impl, compiler=compiler,
-            device=self.device, **options,
+            device=self.device, **{"warm": True, **options},
         )  # fmt: skip
 
     def reference_spec(
@@ -128,12 +132,13 @@ class CompileCache:
         return StartSpec(REFERENCE_TARGET, {
             "model": model, "layers": layers, "mode": mode, "impl": self.impl, "compiler": compiler,
             "device": self.device, "return_output": True,
-        })  # fmt: skip
+        }, warm=True)  # fmt: skip
 
     def record(self, *attempts: Attempt) -> None:
-        """Record judged fault attempts in the report (``cache_faults``); their starts join :attr:`starts`."""
+        """Record judged fault attempts in the report (``cache_faults``); their starts join :attr:`starts`
+        (once: a start the test already ran or recorded is not added again)."""
         self.attempts.extend(attempts)
-        self.starts.extend(a.start for a in attempts if a.start is not None)
+        self.starts.extend(a.start for a in attempts if a.start is not None and a.start not in self.starts)
 
     def report(self) -> dict[str, Any] | None:
         """The last start's statistics with every start's summary (``process_starts``) and every fault

@@ -1,0 +1,187 @@
+"""Fresh Python interpreters for the checks that need one, without importing torch in each.
+
+A check that needs a fresh process (an implementation imported for the first time, a pickle loaded in
+another process, a warm start on a compile cache) pays 3-4 s of importing torch, Dynamo and inductor per
+process on 2 cores. :func:`launch` runs ``python -m MODULE ARGS`` either exec'd (``subprocess.Popen``) or
+forked from a warm server: the standard library's multiprocessing *forkserver*, whose server imported
+:data:`PRELOAD` once. A forked child is a fresh interpreter but for those modules: nothing of the caller's
+process (the implementation under test, the caller's tests, this package's state) is in it, and it gets
+what ``python -m`` would get: the requested environment, working directory and standard streams,
+``sys.path`` built from its ``PYTHONPATH``, its own session (process group), ``__main__`` run by
+:mod:`runpy` and the interpreter's exit functions at exit.
+
+A child is forked only where that equals an exec (:func:`forkable`): no variable torch may read at import
+(:data:`IMPORT_TIME_PREFIXES`) differs from the server's environment, the child's ``sys.path`` finds the
+same torch, and ``LAYERNAME_FRESH_PROCESS`` is not ``exec``. Otherwise, and wherever a caller asks for it
+(the start-up benchmark measures the imports), the child is exec'd.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib.machinery
+import json
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import runpy
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+#: What the warm server imports once (the costly part of a fresh process that uses inductor).
+PRELOAD = ("torch", "torch._dynamo", "torch._inductor.compile_fx")
+#: Environment variables whose value torch (or a library it loads) may read while importing: a child is
+#: forked only when each of them is as it was when the server started. TORCHINDUCTOR_CACHE_DIR is read when
+#: a compile needs it, and PYTHONPATH becomes the child's ``sys.path``.
+IMPORT_TIME_PREFIXES = (
+    "TORCH", "PYTORCH", "CUDA", "NVIDIA", "OMP_", "MKL", "KMP_", "GOMP_", "LD_", "MALLOC", "PYTHON", "HIP",
+    "ROCM", "TRITON", "XLA", "USE_", "CPU_",
+)  # fmt: skip
+READ_LATER = frozenset({"TORCHINDUCTOR_CACHE_DIR", "PYTHONPATH"})
+#: ``exec`` makes every fresh process an exec'd interpreter (no warm server).
+SWITCH = "LAYERNAME_FRESH_PROCESS"
+
+
+class Child(Protocol):
+    """A launched child, as much of :class:`subprocess.Popen` as the callers use."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class ForkedChild:
+    """A child forked from the warm server (a :class:`multiprocessing.Process`), used like a ``Popen``."""
+
+    def __init__(self, process: Any, command: list[str]) -> None:
+        self._process, self._command = process, command
+        self.pid: int = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(self._command, timeout or 0)
+        return self._process.exitcode
+
+    def kill(self) -> None:
+        self._process.kill()
+
+
+@functools.cache
+def base_sys_path() -> tuple[str, ...]:
+    """``sys.path`` of this Python with no PYTHONPATH, past its first entry (the script's or the cwd)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import json, sys; print(json.dumps(sys.path[1:]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return tuple(json.loads(done.stdout))
+
+
+def fresh_sys_path(env: Mapping[str, str], cwd: str) -> list[str]:
+    """The ``sys.path`` of ``python -m ...`` started in ``cwd`` with ``env``."""
+    extra = [os.path.abspath(os.path.join(cwd, p)) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [cwd, *extra, *base_sys_path()]
+
+
+_lock = threading.Lock()
+_server: dict[str, Any] = {}  # "pid" and "env" of the running server
+
+
+def _server_env() -> dict[str, str]:
+    """Start the warm server if it is not running; the environment it started with."""
+    with _lock:
+        context = multiprocessing.get_context("forkserver")
+        if not _server:
+            context.set_forkserver_preload(list(PRELOAD))
+        env = dict(os.environ)
+        multiprocessing.forkserver.ensure_running()
+        pid = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+        if _server.get("pid") != pid:  # started now (or restarted after it died): this is its environment
+            _server.update(pid=pid, env=env)
+        return _server["env"]
+
+
+def forkable(env: Mapping[str, str], sys_path: Sequence[str]) -> str | None:
+    """None when a child with ``env`` and ``sys_path`` may be forked from the warm server, else why not."""
+    if os.environ.get(SWITCH, "") == "exec" or env.get(SWITCH, "") == "exec":
+        return f"{SWITCH}=exec"
+    if sys.platform != "linux":
+        return "the warm server forks, on Linux only"
+    torch_spec = importlib.machinery.PathFinder.find_spec("torch", list(sys_path))
+    here = importlib.machinery.PathFinder.find_spec("torch", sys.path)
+    if torch_spec is None or here is None or torch_spec.origin != here.origin:
+        return "the child's sys.path finds another torch"
+    server = _server_env()
+    for name in sorted(set(env) | set(server)):
+        if name.startswith(IMPORT_TIME_PREFIXES) and name not in READ_LATER and env.get(name) != server.get(name):
+            return f"{name} differs from the warm server's"
+    return None
+
+
+def _run_child(
+    module: str, args: list[str], env: dict[str, str], cwd: str, sys_path: list[str],
+    stdin: str | None, stdout: str, stderr: str,
+) -> None:  # fmt: skip
+    """In the forked child: become what ``python -m module args`` would be, and run it."""
+    os.setsid()
+    os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 1)
+    os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
+    if stdin is not None:
+        sys.stdin = open(stdin, encoding="utf-8")  # noqa: SIM115 (the child's stdin for its lifetime)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.path[:] = sys_path
+    for name in [n for n in sys.modules if n == "pytest_layername" or n.startswith("pytest_layername.")]:
+        del sys.modules[name]  # this package is imported fresh, from the child's sys.path
+    sys.argv = [module, *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        atexit._run_exitfuncs()  # as an interpreter's exit would; the child then leaves by os._exit
+
+
+def launch(
+    module: str, args: Sequence[str] = (), *, env: Mapping[str, str], stdout: Path, stderr: Path | None = None,
+    stdin: Path | None = None, cwd: str | None = None, warm: bool = True,
+) -> Child:  # fmt: skip
+    """Run ``python -m module args`` in a fresh interpreter with ``env`` (the whole environment), its
+    output in ``stdout`` (and ``stderr``, default the same file), ``stdin`` read from a file, in its own
+    session. Forked from the warm server when ``warm`` and :func:`forkable`, else exec'd."""
+    cwd = cwd or os.getcwd()
+    stderr = stderr or stdout
+    sys_path = fresh_sys_path(env, cwd)
+    if warm and forkable(env, sys_path) is None:
+        context = multiprocessing.get_context("forkserver")
+        request = (module, list(args), dict(env), cwd, sys_path, stdin and str(stdin), str(stdout), str(stderr))
+        process = context.Process(target=_run_child, args=request, name=f"fresh {module}")
+        process.start()
+        return ForkedChild(process, [module, *args])
+    command = [sys.executable, "-m", module, *args]
+    with (
+        stdout.open("ab") as out,
+        stderr.open("ab") if stderr != stdout else open(os.devnull, "wb") as err,
+        stdin.open("rb") if stdin else open(os.devnull, "rb") as inp,
+    ):
+        return subprocess.Popen(
+            command, env=dict(env), cwd=cwd, stdin=inp, stdout=out,
+            stderr=subprocess.STDOUT if stderr == stdout else err, start_new_session=True,
+        )  # fmt: skip

@@ -254,6 +254,27 @@ def test_artifacts_are_selected_by_kind_and_write_order_and_damage_keeps_that_or
         damage_artifact(tmp_path, ArtifactSelector("fx_graph", 2), FlipBit(b"absent", 0))
 
 
+def test_a_listing_that_races_with_a_writer_is_taken_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start removes its build directories while the parent lists the cache (seen on the engine: pathlib's
+    glob raised FileNotFoundError); the listing is taken again, and a cache that never settles still fails."""
+    entry = tmp_path / "fxgraph" / "aa" / "faa" / "aa"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"entry")
+    real_glob, failures = Path.glob, [2]
+
+    def racing_glob(self: Path, pattern: str):  # the first walks find a directory gone
+        if failures[0]:
+            failures[0] -= 1
+            raise FileNotFoundError(2, "No such file or directory", str(self / "kc" / "x.main_CxxBuild"))
+        return real_glob(self, pattern)
+
+    monkeypatch.setattr(Path, "glob", racing_glob)
+    assert artifacts(tmp_path)["fx_graph"] == [entry]
+    failures[0] = 10**6
+    with pytest.raises(FileNotFoundError, match="main_CxxBuild"):
+        artifacts(tmp_path)
+
+
 def _stats(**counts: int) -> CompileStats:
     return CompileStats(**counts)
 

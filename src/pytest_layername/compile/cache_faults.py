@@ -168,15 +168,30 @@ def start_together(
     return judged
 
 
+#: Listings of a cache a start is writing, tried before giving up (a directory it removes mid-walk fails one).
+LISTING_TRIES = 20
+
+
 def artifacts(cache_dir: str | os.PathLike[str], layout: Mapping[str, str] = INDUCTOR_LAYOUT) -> dict[str, list[Path]]:
     """Each kind's artifact files under ``cache_dir``, in write order (modification time, then path); files
-    whose name starts with a dot (torch's atomic-write temporaries) are not artifacts."""
+    whose name starts with a dot (torch's atomic-write temporaries) are not artifacts. A listing that races
+    with a start writing the cache (inductor's build directories come and go) is taken again."""
     root = Path(cache_dir)
     found = {}
     for kind, pattern in layout.items():
-        files = [p for p in root.glob(pattern) if p.is_file() and not p.name.startswith(".")]
-        found[kind] = sorted(files, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+        for tries_left in range(LISTING_TRIES - 1, -1, -1):
+            try:
+                stamped = [(p.stat().st_mtime_ns, str(p), p) for p in root.glob(pattern) if _artifact_file(p)]
+                break
+            except FileNotFoundError:  # removed while the walk or stat reached it
+                if not tries_left:
+                    raise
+        found[kind] = [p for _, _, p in sorted(stamped)]
     return found
+
+
+def _artifact_file(path: Path) -> bool:
+    return not path.name.startswith(".") and path.is_file()
 
 
 def clone_cache(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:

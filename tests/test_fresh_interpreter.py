@@ -105,3 +105,25 @@ def test_a_child_is_killed_with_its_session(tmp_path: Path, warm: bool) -> None:
     folder.mkdir()
     running = RunningStart("sleeper", TARGET, tmp_path, child, folder, 0.0)
     assert running.kill() == -9
+
+
+def test_a_scripts_unguarded_top_level_does_not_run_again_in_the_child(tmp_path: Path) -> None:
+    """multiprocessing re-runs the caller's ``__main__`` script in its children unless told otherwise; a
+    forked fresh interpreter must not (negative control: the script's own process writes its line once)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "with open(sys.argv[1], 'a') as marker:\n"
+        "    marker.write(f'top level ran in {os.getpid()}\\n')\n"
+        "from pytest_layername.core.fresh_interpreter import ForkedChild, launch\n"
+        "env = {**os.environ, 'PYTHONPATH': sys.argv[2], 'FRESH_TARGET_ATEXIT': sys.argv[1] + '.atexit'}\n"
+        "child = launch('fresh_interpreter_target', env=env, stdout=Path(sys.argv[1] + '.out'), warm=True)\n"
+        "assert isinstance(child, ForkedChild) and child.wait(120) == 0, child\n",
+        encoding="utf-8",
+    )
+    marker = tmp_path / "marker"
+    done = subprocess.run([sys.executable, str(script), str(marker), str(HERE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = marker.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1, lines

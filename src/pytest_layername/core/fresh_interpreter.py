@@ -19,6 +19,7 @@ same torch, and ``LAYERNAME_FRESH_PROCESS`` is not ``exec``. Otherwise, and wher
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import importlib.machinery
 import json
@@ -29,7 +30,8 @@ import runpy
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing import spawn
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -159,6 +161,25 @@ def _run_child(
         atexit._run_exitfuncs()  # as an interpreter's exit would; the child then leaves by os._exit
 
 
+@contextlib.contextmanager
+def _without_callers_main() -> Iterator[None]:
+    """The child runs a module of its own: multiprocessing must not have it import, or run again, the
+    caller's ``__main__`` (a script's unguarded top level would run in every child)."""
+    real = spawn.get_preparation_data
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = real(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    spawn.get_preparation_data = preparation_data
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = real
+
+
 def launch(
     module: str, args: Sequence[str] = (), *, env: Mapping[str, str], stdout: Path, stderr: Path | None = None,
     stdin: Path | None = None, cwd: str | None = None, warm: bool = True,
@@ -173,7 +194,8 @@ def launch(
         context = multiprocessing.get_context("forkserver")
         request = (module, list(args), dict(env), cwd, sys_path, stdin and str(stdin), str(stdout), str(stderr))
         process = context.Process(target=_run_child, args=request, name=f"fresh {module}")
-        process.start()
+        with _lock, _without_callers_main():
+            process.start()
         return ForkedChild(process, [module, *args])
     command = [sys.executable, "-m", module, *args]
     with (

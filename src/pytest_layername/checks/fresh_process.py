@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.fresh_interpreter import launch
+from ..core.fresh_interpreter import kill_session, launch
 
 #: The torch a torch-without-hoisting simulation pretends to be (2.10: ``register_opaque_type`` without hoist=).
 OLD_TORCH = "2.10.0"
@@ -51,8 +51,7 @@ def run_fresh(request: Mapping[str, Any], *, env: Mapping[str, str] | None = Non
             returncode = child.wait(timeout)
         finally:
             if child.poll() is None:
-                child.kill()
-                child.wait()
+                kill_session(child)
         stdout, stderr = (files[name].read_text(encoding="utf-8", errors="replace") for name in ("stdout", "stderr"))
     lines = stdout.strip().splitlines()
     if returncode != 0 or not lines:

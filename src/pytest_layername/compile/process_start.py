@@ -14,7 +14,6 @@ once, or one to kill). :func:`start_reference` is the target for the reference m
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.fresh_interpreter import Child, launch
+from ..core.fresh_interpreter import Child, kill_session, launch
 from ..core.implementation import REFERENCE_IMPL
 from .cache_events import CacheEvent
 from .start_outcome import StartOutcome, classify, expect_outcome
@@ -152,11 +151,7 @@ class RunningStart:
 
     def kill(self) -> int:
         """SIGKILL the child's process group now; its exit status."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()  # a forked child not yet leading its own session
-        returncode = self.process.wait()
+        returncode = kill_session(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
         return returncode
 

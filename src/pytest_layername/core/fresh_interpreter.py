@@ -27,6 +27,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -198,12 +199,20 @@ def launch(
             process.start()
         return ForkedChild(process, [module, *args])
     command = [sys.executable, "-m", module, *args]
-    with (
-        stdout.open("ab") as out,
-        stderr.open("ab") if stderr != stdout else open(os.devnull, "wb") as err,
-        stdin.open("rb") if stdin else open(os.devnull, "rb") as inp,
-    ):
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(stdout.open("ab"))
+        err = subprocess.STDOUT if stderr == stdout else files.enter_context(stderr.open("ab"))
+        inp = files.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
         return subprocess.Popen(
-            command, env=dict(env), cwd=cwd, stdin=inp, stdout=out,
-            stderr=subprocess.STDOUT if stderr == stdout else err, start_new_session=True,
-        )  # fmt: skip
+            command, env=dict(env), cwd=cwd, stdin=inp, stdout=out, stderr=err, start_new_session=True
+        )
+
+
+def kill_session(child: Child) -> int:
+    """SIGKILL ``child``'s session (its process group: the child leads one) and the child itself (a forked
+    child may not lead its session yet); its exit status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        child.kill()
+    return child.wait()

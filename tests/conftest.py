@@ -1,9 +1,13 @@
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from _pytest import pytester as pytester_module
+
+from pytest_layername.core.fresh_interpreter import launch
 
 pytest_plugins = ["pytester"]
 
@@ -56,3 +60,26 @@ class _KeepTorchModules(pytester_module.SysModulesSnapshot):
 @pytest.fixture(autouse=True)
 def _keep_torch_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pytester_module, "SysModulesSnapshot", _KeepTorchModules)
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester whose ``runpytest_subprocess`` runs ``python -m pytest`` through :func:`launch`: forked from the
+    warm server (torch, Dynamo and inductor imported once) where that equals an exec, else exec'd as before.
+
+    A test that asserts on what the child imported (the plugin is inert, torch not imported) sets
+    ``LAYERNAME_FRESH_PROCESS=exec``: its child is then always exec'd.
+    """
+    exec_popen = pytester.popen
+
+    def popen(cmdargs, stdout=None, stderr=None, stdin=pytester.CLOSE_STDIN, **kw):
+        args = [os.fspath(arg) for arg in cmdargs]
+        files = (getattr(stdout, "name", None), getattr(stderr, "name", None))
+        if args[:2] != [sys.executable, "-mpytest"] or stdin is not pytester.CLOSE_STDIN or kw or None in files:
+            return exec_popen(cmdargs, stdout=stdout, stderr=stderr, stdin=stdin, **kw)
+        env = dict(os.environ)  # what pytester's own popen gives the child: the cwd first on PYTHONPATH
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH", "")]))
+        return launch("pytest", args[2:], env=env, stdout=Path(files[0]), stderr=Path(files[1]))
+
+    monkeypatch.setattr(pytester, "popen", popen)
+    return pytester

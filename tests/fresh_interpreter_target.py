@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ if __name__ == "__main__":
                 "env": {k: v for k, v in os.environ.items() if k.startswith("FRESH_TARGET")},
                 "stdin": sys.stdin.read(),
                 "session_leader": os.getsid(0) == os.getpid(),
+                "umask": re.search(r"^Umask:\s*(\d+)", Path("/proc/self/status").read_text(), re.M).group(1),
                 "parent_marker": "fresh_interpreter_parent_marker" in sys.modules,
                 "this_package": sorted(m for m in sys.modules if m.split(".")[0] == "pytest_layername"),
             }

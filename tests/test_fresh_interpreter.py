@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import types
@@ -44,8 +46,13 @@ def run(tmp_path: Path, warm: bool, *args: str, exit_code: int = 0, **env: str) 
 
 def test_a_forked_child_sees_what_an_execd_one_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fresh_interpreter_parent_marker", types.ModuleType("marker"))
-    forked, warm, warm_dir = run(tmp_path, True, "a", "b c", exit_code=3)
-    execd, cold, cold_dir = run(tmp_path, False, "a", "b c", exit_code=3)
+    assert forkable(dict(os.environ), fresh_sys_path(os.environ, str(tmp_path))) is None  # the server runs
+    previous = os.umask(0o027)  # the caller's umask now, not the one the warm server started with
+    try:
+        forked, warm, warm_dir = run(tmp_path, True, "a", "b c", exit_code=3)
+        execd, cold, cold_dir = run(tmp_path, False, "a", "b c", exit_code=3)
+    finally:
+        os.umask(previous)
     assert isinstance(forked, ForkedChild) and isinstance(execd, subprocess.Popen)
     assert (warm.pop("cwd"), cold.pop("cwd")) == (warm_dir, cold_dir)
     warm_path, cold_path = warm.pop("sys_path"), cold.pop("sys_path")
@@ -54,7 +61,7 @@ def test_a_forked_child_sees_what_an_execd_one_sees(tmp_path: Path, monkeypatch:
         assert seen["env"].pop("FRESH_TARGET_ATEXIT") == str(Path(folder) / "atexit")
     expected = {
         "name": "__main__", "argv": ["a", "b c"], "env": {"FRESH_TARGET_EXIT": "3", "FRESH_TARGET_X": "x"},
-        "stdin": "the request", "session_leader": True, "parent_marker": False, "this_package": [],
+        "stdin": "the request", "session_leader": True, "umask": "0027", "parent_marker": False, "this_package": [],
     }  # fmt: skip
     assert cold == expected, cold
     assert warm == expected, warm
@@ -76,6 +83,27 @@ def test_a_child_whose_torch_environment_differs_is_execd(tmp_path: Path, variab
     assert forkable({**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}, sys_path) is None  # read later
     child, seen, _ = run(tmp_path, True, **{variable: env[variable]})
     assert isinstance(child, subprocess.Popen) and seen["name"] == "__main__"
+
+
+@pytest.mark.parametrize("state", ["RLIMIT_NOFILE", "ignored signals"])
+def test_a_child_of_a_process_whose_inherited_state_differs_is_execd(tmp_path: Path, state: str) -> None:
+    """An exec'd child inherits resource limits and ignored signals from its caller; a forked one would get
+    the warm server's, so the child is exec'd and the reason named."""
+    env = dict(os.environ)
+    sys_path = fresh_sys_path(env, str(tmp_path))
+    assert forkable(env, sys_path) is None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    handler = signal.getsignal(signal.SIGUSR2)
+    try:
+        if state == "RLIMIT_NOFILE":
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+        else:
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        assert forkable(env, sys_path) == f"this process's {state} differ from the warm server's"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        signal.signal(signal.SIGUSR2, handler)
+    assert forkable(env, sys_path) is None
 
 
 def test_a_child_that_would_import_another_torch_is_execd(tmp_path: Path) -> None:

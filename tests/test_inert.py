@@ -27,6 +27,7 @@ PLAIN_TEST = "def test_plain():\n    assert 1 + 1 == 2\n"
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TORCHINDUCTOR_CACHE_DIR", "LAYERNAME_MODE", "LAYERNAME_DEVICE", "PYTEST_ADDOPTS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LAYERNAME_FRESH_PROCESS", "exec")  # these runs check what the child imports: never forked
 
 
 def _after_session(pytester: pytest.Pytester, *args: str) -> dict[str, object]:

@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import resource
 import runpy
 import signal
 import subprocess
@@ -68,6 +69,8 @@ class Child(Protocol):
 class ForkedChild:
     """A child forked from the warm server (a :class:`multiprocessing.Process`), used like a ``Popen``."""
 
+    stdin = None  # its standard input is a file it opened itself (or none)
+
     def __init__(self, process: Any, command: list[str]) -> None:
         self._process, self._command = process, command
         self.pid: int = process.pid
@@ -105,21 +108,39 @@ def fresh_sys_path(env: Mapping[str, str], cwd: str) -> list[str]:
 
 
 _lock = threading.Lock()
-_server: dict[str, Any] = {}  # "pid" and "env" of the running server
+_server: dict[str, Any] = {}  # "pid", "env" and "inherited" of the running server
 
 
-def _server_env() -> dict[str, str]:
-    """Start the warm server if it is not running; the environment it started with."""
+def _inherited() -> dict[str, object]:
+    """What an exec'd child inherits from this process besides its environment and umask (which a forked
+    child is given): resource limits, ignored and blocked signals, scheduling priority."""
+    state: dict[str, object] = {
+        name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")
+    }
+    state["ignored signals"] = sorted(s for s in signal.valid_signals() if signal.getsignal(s) is signal.SIG_IGN)
+    state["blocked signals"] = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    state["priority"] = os.getpriority(os.PRIO_PROCESS, 0)
+    return state
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+
+
+def _server_state() -> dict[str, Any]:
+    """Start the warm server if it is not running; the environment and inherited state it started with."""
     with _lock:
         context = multiprocessing.get_context("forkserver")
         if not _server:
             context.set_forkserver_preload(list(PRELOAD))
-        env = dict(os.environ)
+        env, inherited = dict(os.environ), _inherited()
         multiprocessing.forkserver.ensure_running()
         pid = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
-        if _server.get("pid") != pid:  # started now (or restarted after it died): this is its environment
-            _server.update(pid=pid, env=env)
-        return _server["env"]
+        if _server.get("pid") != pid:  # started now (or restarted after it died): this is what it inherited
+            _server.update(pid=pid, env=env, inherited=inherited)
+        return _server
 
 
 def forkable(env: Mapping[str, str], sys_path: Sequence[str]) -> str | None:
@@ -132,19 +153,25 @@ def forkable(env: Mapping[str, str], sys_path: Sequence[str]) -> str | None:
     here = importlib.machinery.PathFinder.find_spec("torch", sys.path)
     if torch_spec is None or here is None or torch_spec.origin != here.origin:
         return "the child's sys.path finds another torch"
-    server = _server_env()
-    for name in sorted(set(env) | set(server)):
-        if name.startswith(IMPORT_TIME_PREFIXES) and name not in READ_LATER and env.get(name) != server.get(name):
+    server = _server_state()
+    started = server["env"]
+    for name in sorted(set(env) | set(started)):
+        if name.startswith(IMPORT_TIME_PREFIXES) and name not in READ_LATER and env.get(name) != started.get(name):
             return f"{name} differs from the warm server's"
+    here = _inherited()
+    for name, value in server["inherited"].items():
+        if here[name] != value:
+            return f"this process's {name} differ from the warm server's"
     return None
 
 
 def _run_child(
     module: str, args: list[str], env: dict[str, str], cwd: str, sys_path: list[str],
-    stdin: str | None, stdout: str, stderr: str,
+    stdin: str | None, stdout: str, stderr: str, umask: int,
 ) -> None:  # fmt: skip
     """In the forked child: become what ``python -m module args`` would be, and run it."""
     os.setsid()
+    os.umask(umask)
     os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 1)
     os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
     if stdin is not None:
@@ -193,7 +220,9 @@ def launch(
     sys_path = fresh_sys_path(env, cwd)
     if warm and forkable(env, sys_path) is None:
         context = multiprocessing.get_context("forkserver")
-        request = (module, list(args), dict(env), cwd, sys_path, stdin and str(stdin), str(stdout), str(stderr))
+        request = (
+            module, list(args), dict(env), cwd, sys_path, stdin and str(stdin), str(stdout), str(stderr), _umask()
+        )  # fmt: skip
         process = context.Process(target=_run_child, args=request, name=f"fresh {module}")
         with _lock, _without_callers_main():
             process.start()

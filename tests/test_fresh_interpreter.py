@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_layername.core.fresh_interpreter import ForkedChild, forkable, fresh_sys_path, launch
+from pytest_layername.core import fresh_interpreter
+from pytest_layername.core.fresh_interpreter import (
+    ForkedChild,
+    forkable,
+    fresh_sys_path,
+    import_recording_reads,
+    launch,
+)
 
 HERE = Path(__file__).resolve().parent
 TARGET = "fresh_interpreter_target"
@@ -75,7 +82,7 @@ def test_the_sys_path_is_built_as_python_m_builds_it(tmp_path: Path) -> None:
     assert fresh_sys_path(env, str(tmp_path)) == [str(tmp_path), *execd[1:]]  # -c puts '' first, -m the cwd
 
 
-@pytest.mark.parametrize("variable", ["TORCH_LOGS", "TORCHINDUCTOR_FX_GRAPH_CACHE", "OMP_NUM_THREADS"])
+@pytest.mark.parametrize("variable", ["TORCH_LOGS", "TORCHINDUCTOR_FX_GRAPH_CACHE", "OMP_NUM_THREADS", "CXX", "TMPDIR"])
 def test_a_child_whose_torch_environment_differs_is_execd(tmp_path: Path, variable: str) -> None:
     env = {**os.environ, variable: "+dynamo" if variable == "TORCH_LOGS" else "7"}
     sys_path = fresh_sys_path(env, str(tmp_path))
@@ -104,6 +111,25 @@ def test_a_child_of_a_process_whose_inherited_state_differs_is_execd(tmp_path: P
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         signal.signal(signal.SIGUSR2, handler)
     assert forkable(env, sys_path) is None
+
+
+def test_the_server_records_the_variables_its_imports_read_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ground truth: a module that reads one variable by name and scans the whole environment; only the
+    named read is recorded. Inductor's config reads CXX by name while importing (no prefix covers it)."""
+    (tmp_path / "reads_env_probe.py").write_text(
+        "import os\nos.environ.get('LAYERNAME_PROBE_READ')\n"
+        "assert 'LAYERNAME_PROBE_CHECKED' not in os.environ\n"
+        "scanned = {k: v for k, v in os.environ.items() if k.startswith('ZZ')}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LAYERNAME_PROBE_SCANNED_ONLY", "1")
+    reads = import_recording_reads(["reads_env_probe"])
+    assert reads == {"LAYERNAME_PROBE_READ", "LAYERNAME_PROBE_CHECKED"}, reads
+    assert forkable(dict(os.environ), fresh_sys_path(os.environ, str(tmp_path))) is None  # the server runs
+    assert "CXX" in fresh_interpreter._server["reads"]
 
 
 def test_a_child_that_would_import_another_torch_is_execd(tmp_path: Path) -> None:

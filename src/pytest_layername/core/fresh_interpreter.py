@@ -29,24 +29,35 @@ import os
 import resource
 import runpy
 import signal
+import site
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing import spawn
 from pathlib import Path
 from typing import Any, Protocol
 
-#: What the warm server imports once (the costly part of a fresh process that uses inductor).
+#: What the warm server imports once (the costly part of a fresh process that uses inductor), through
+#: :mod:`.warm_server`, which records the environment variables these imports read by name.
 PRELOAD = ("torch", "torch._dynamo", "torch._inductor.compile_fx")
-#: Environment variables whose value torch (or a library it loads) may read while importing: a child is
-#: forked only when each of them is as it was when the server started. TORCHINDUCTOR_CACHE_DIR is read when
-#: a compile needs it, and PYTHONPATH becomes the child's ``sys.path``.
+SERVER_MODULE = "pytest_layername.core.warm_server"
+#: Environment variables that native code may read while torch loads, or the interpreter before it (locale,
+#: temporary directory); Python-level reads are recorded: a child is forked only when each of them, and each
+#: variable the preload read, is as the server saw it.
 IMPORT_TIME_PREFIXES = (
     "TORCH", "PYTORCH", "CUDA", "NVIDIA", "OMP_", "MKL", "KMP_", "GOMP_", "LD_", "MALLOC", "PYTHON", "HIP",
-    "ROCM", "TRITON", "XLA", "USE_", "CPU_",
+    "ROCM", "TRITON", "XLA", "USE_", "CPU_", "LC_", "LANG", "TMPDIR", "TEMP", "TMP",
 )  # fmt: skip
+#: Read again whenever used: TORCHINDUCTOR_CACHE_DIR when a compile needs it; PYTHONPATH becomes the child's
+#: ``sys.path``; HOME and the user's names only find the user site directory, which a virtual environment
+#: leaves out (checked where the warm server runs outside one).
 READ_LATER = frozenset({"TORCHINDUCTOR_CACHE_DIR", "PYTHONPATH"})
+USER_SITE_ONLY = frozenset({"HOME"})
+#: Whole-environment scans (``os.environ.items()``, ``copy()``) read no variable by name.
+_SCANS = {("collections.abc", "__iter__"), ("_collections_abc", "__iter__"), ("os", "copy")}
 #: ``exec`` makes every fresh process an exec'd interpreter (no warm server).
 SWITCH = "LAYERNAME_FRESH_PROCESS"
 
@@ -108,7 +119,55 @@ def fresh_sys_path(env: Mapping[str, str], cwd: str) -> list[str]:
 
 
 _lock = threading.Lock()
-_server: dict[str, Any] = {}  # "pid", "env" and "inherited" of the running server
+_server: dict[str, Any] = {}  # "pid", "env", "inherited" and "reads" of the running server
+
+
+def reads_path(server_pid: int) -> Path:
+    """Where the warm server with ``server_pid`` records the variables its preload read."""
+    return Path(tempfile.gettempdir()) / f"layername-warm-server-{server_pid}.json"
+
+
+def import_recording_reads(modules: Sequence[str] = PRELOAD) -> set[str]:
+    """Import ``modules``; the environment variables read by name meanwhile (scans of the whole environment
+    left out: networkx looks for its own prefix that way)."""
+    reads: set[str] = set()
+    environ_type = type(os.environ)
+    real_getitem = environ_type.__getitem__
+
+    def getitem(self: Any, key: str) -> str:
+        caller = sys._getframe(1)
+        if (caller.f_globals.get("__name__"), caller.f_code.co_name) not in _SCANS:
+            reads.add(key)
+        return real_getitem(self, key)
+
+    environ_type.__getitem__ = getitem  # type: ignore[method-assign]
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    finally:
+        environ_type.__getitem__ = real_getitem  # type: ignore[method-assign]
+    return reads
+
+
+def record_server_reads() -> None:
+    """In the warm server: import :data:`PRELOAD` and write what it read to :func:`reads_path`."""
+    path = reads_path(os.getpid())
+    temporary = path.with_name(f".{path.name}")
+    temporary.write_text(json.dumps(sorted(import_recording_reads())), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _server_reads(pid: int, timeout: float = 600) -> frozenset[str]:
+    """The variables the server with ``pid`` read while preloading (it writes them before serving)."""
+    path = reads_path(pid)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if os.waitpid(pid, os.WNOHANG)[0] or time.monotonic() > deadline:
+            raise RuntimeError(f"the warm server (pid {pid}) exited or ran {timeout:.0f} s without writing {path}")
+        time.sleep(0.02)
+    reads = frozenset(json.loads(path.read_text(encoding="utf-8")))
+    path.unlink()
+    return reads
 
 
 def _inherited() -> dict[str, object]:
@@ -134,12 +193,12 @@ def _server_state() -> dict[str, Any]:
     with _lock:
         context = multiprocessing.get_context("forkserver")
         if not _server:
-            context.set_forkserver_preload(list(PRELOAD))
+            context.set_forkserver_preload([SERVER_MODULE])
         env, inherited = dict(os.environ), _inherited()
         multiprocessing.forkserver.ensure_running()
         pid = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
         if _server.get("pid") != pid:  # started now (or restarted after it died): this is what it inherited
-            _server.update(pid=pid, env=env, inherited=inherited)
+            _server.update(pid=pid, env=env, inherited=inherited, reads=_server_reads(pid))
         return _server
 
 
@@ -154,15 +213,21 @@ def forkable(env: Mapping[str, str], sys_path: Sequence[str]) -> str | None:
     if torch_spec is None or here is None or torch_spec.origin != here.origin:
         return "the child's sys.path finds another torch"
     server = _server_state()
-    started = server["env"]
+    started, read = server["env"], server["reads"]
     for name in sorted(set(env) | set(started)):
-        if name.startswith(IMPORT_TIME_PREFIXES) and name not in READ_LATER and env.get(name) != started.get(name):
+        import_time = name.startswith(IMPORT_TIME_PREFIXES) or name in read
+        if import_time and name not in READ_LATER and not _user_site_only(name) and env.get(name) != started.get(name):
             return f"{name} differs from the warm server's"
     here = _inherited()
     for name, value in server["inherited"].items():
         if here[name] != value:
             return f"this process's {name} differ from the warm server's"
     return None
+
+
+def _user_site_only(name: str) -> bool:
+    """Whether ``name`` only finds the user site directory, which this (virtual) environment leaves out."""
+    return name in USER_SITE_ONLY and not site.ENABLE_USER_SITE
 
 
 def _run_child(

@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from _pytest import pytester as pytester_module
 
+from pytest_layername.compile import kernel_store
 from pytest_layername.core.fresh_interpreter import launch
 
 pytest_plugins = ["pytester"]
@@ -47,6 +49,20 @@ def _probe_vec_isa_once() -> None:
 
 
 _probe_vec_isa_once()
+
+
+def _share_compiled_kernels() -> None:
+    """One kernel store for the run (:mod:`pytest_layername.compile.kernel_store`), made by the first process
+    (pytest, or the xdist controller) and inherited by the workers, fresh interpreters and pytester runs: a
+    reference kernel goes through the C++ compiler once per run, not once per process and cache directory."""
+    if kernel_store.ENV in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="layername-kernels-")
+    os.environ[kernel_store.ENV] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_share_compiled_kernels()
 
 
 class _KeepTorchModules(pytester_module.SysModulesSnapshot):

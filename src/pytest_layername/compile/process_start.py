@@ -31,6 +31,7 @@ from typing import Any
 
 from ..core.fresh_interpreter import Child, kill_session, launch
 from ..core.implementation import REFERENCE_IMPL
+from . import kernel_store
 from .cache_events import CacheEvent
 from .start_outcome import StartOutcome, classify, expect_outcome
 from .stats import CompileStats
@@ -146,6 +147,7 @@ class RunningStart:
                 child = pickle.load(handle)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+        kernel_store.harvest(self.cache_dir)  # it finished: every kernel it built is whole
         cache = str(self.cache_dir)
         return ProcessStart(label=self.label, target=self.target, cache_dir=cache, seconds=seconds, **child)
 
@@ -184,6 +186,7 @@ def spawn_process(
     }
     (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
     child_env = {**os.environ, **(env or {}), **dict.fromkeys([CACHE_ENV, *cache_env], str(cache))}
+    kernel_store.seed(cache)
     args = [str(folder / "request.json")]
     process = launch("pytest_layername.compile.process_start", args, env=child_env, stdout=folder / "log", warm=warm)
     return RunningStart(label, target, cache, process, folder, time.perf_counter())

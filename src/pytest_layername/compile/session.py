@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch._dynamo.utils as dynamo_utils
 
+from . import kernel_store
 from .backend import PiecewiseBackend
 from .engines import AttributeCounters
 from .graph_breaks import GraphBreakLog
@@ -199,8 +200,9 @@ def _fresh_inductor_cache() -> Iterator[None]:
 
     What the counts read (FX-graph and AOT-autograd cache hits and misses) starts empty in every session,
     as with torch's ``fresh_cache``; a kernel whose source an earlier session compiled loads from disk
-    instead of going through the C++ compiler again, which is most of a CPU compile's time. A session
-    nested in another uses another dir, so the outer session's entries survive it.
+    instead of going through the C++ compiler again, which is most of a CPU compile's time (with a
+    :mod:`.kernel_store`, kernels other processes of the run built too). A session nested in another uses
+    another dir, so the outer session's entries survive it.
     """
     from torch._functorch._aot_autograd.autograd_cache import AOTAutogradCache
     from torch._inductor import utils as inductor_utils
@@ -217,7 +219,9 @@ def _fresh_inductor_cache() -> Iterator[None]:
         FxGraphCache.clear()
         AOTAutogradCache.clear()
         shutil.rmtree(os.path.join(folder, "dynamo"), ignore_errors=True)
+        kernel_store.seed(folder)
         yield
+        kernel_store.harvest(folder)  # a session that raised may have left a kernel half-built
     finally:
         _open_fresh_sessions.pop()
         clear_caches()

@@ -22,25 +22,16 @@ def _probe_vec_isa_once() -> None:
 
     Inductor picks the vector ISA of CPU kernels by compiling and loading a test program per ISA the CPU
     lists, again in every process with an empty cache dir: 10-25 s in each fresh interpreter, pytester run
-    and xdist worker of this suite on 2 cores. When torch's own probe (run here, in a private cache dir)
-    finds every listed ISA usable, ``TORCHINDUCTOR_VEC_ISA_OK=1`` gives each process the same list without
-    compiling it again; otherwise nothing is set and each process probes as before.
+    and xdist worker of this suite on 2 cores. When torch's own probe (run here, in torch's own cache
+    directory, where a later run finds the test programs built and only loads them) finds every listed ISA
+    usable, ``TORCHINDUCTOR_VEC_ISA_OK=1`` gives each process the same list without compiling it again;
+    otherwise nothing is set and each process probes as before.
     """
     if VEC_ISA_ENV in os.environ:  # chosen by the user, or by the xdist controller for its workers
         return
     from torch._inductor import config, cpu_vec_isa
 
-    probe_dir = tempfile.mkdtemp(prefix="layername-vec-isa-")
-    saved = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = probe_dir
-    try:
-        probed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
-    finally:
-        if saved is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
-        shutil.rmtree(probe_dir, ignore_errors=True)
+    probed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
     with config.patch({"cpp.vec_isa_ok": True}):
         listed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list.__wrapped__()]
     if probed == listed:

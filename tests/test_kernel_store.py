@@ -1,7 +1,7 @@
 """The run's kernel store (compile.kernel_store): shared kernels skip the C++ compiler, and change no count.
 
 Ground truth is torch's: the same cold start with and without a seeded store gives the same FX-graph and
-AOT-autograd counts and the same output; the compiler calls are counted by a wrapper named in ``CXX``.
+AOT-autograd counts and the same output; the compiler calls are counted by a ``g++`` wrapper first on PATH.
 """
 
 from __future__ import annotations
@@ -15,50 +15,49 @@ import pytest
 
 from pytest_layername.compile import kernel_store
 from pytest_layername.compile.process_start import ProcessStartError, spawn_process
-from pytest_layername.core.fresh_interpreter import SWITCH
 
 TARGET = "pytest_layername.compile.process_start:start_reference"
 
 
-def _compiler_that_counts(tmp_path: Path) -> tuple[Path, Path]:
-    """A ``g++`` that logs each call to a file, then runs the real one."""
-    log, wrapper = tmp_path / "compiler-calls", tmp_path / "counting-g++"
+def _compiler_that_counts(tmp_path: Path) -> Path:
+    """A ``g++`` first on PATH that logs each call, then runs the real one; the log's path."""
+    log, folder = tmp_path / "compiler-calls", tmp_path / "bin"
     real = shutil.which("g++")
     assert real, "no g++ on PATH"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    return wrapper, log
+    folder.mkdir()
+    (folder / "g++").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n', encoding="utf-8")
+    (folder / "g++").chmod(0o755)
+    return log
 
 
-def _calls(log: Path) -> int:
-    """Compiler calls that built a kernel library (not its version queries or header preprocessing)."""
+def _built(log: Path) -> list[str]:
+    """The kernel libraries the compiler built (not its version queries or header preprocessing)."""
     lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-    return sum(1 for line in lines if re.search(r"-o \S+\.so\b", line))
+    return [Path(m.group(1)).name for line in lines if (m := re.search(r"-o (\S+\.so)\b", line))]
 
 
-def test_a_seeded_start_skips_the_compiler_and_counts_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wrapper, log = _compiler_that_counts(tmp_path)
+def test_a_seeded_start_compiles_only_what_the_store_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Torch's counts are the ground truth (equal with and without shared kernels); the compiler calls are
+    counted by a wrapper. Negative control: the one kernel taken out of the store is compiled again."""
+    log = _compiler_that_counts(tmp_path)
     store = tmp_path / "store"
     store.mkdir()
-    monkeypatch.setenv("CXX", str(wrapper))
-    monkeypatch.setenv(SWITCH, "exec")  # CXX is read when inductor's config is imported: each start exec'd
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv(kernel_store.ENV, str(store))
-    kwargs = {"model": "decoder", "layers": 3, "mode": "opaque", "compiler": "inductor"}
+    kwargs = {"model": "decoder", "layers": 2, "mode": "opaque", "compiler": "inductor"}
 
-    first = spawn_process(TARGET, kwargs, cache_dir=tmp_path / "first").finish()
-    built = _calls(log)
-    assert built > 0, "the first start compiled no kernel"
-    assert sorted(p.name for p in store.glob(kernel_store.KERNELS)) == sorted(
-        p.name for p in (tmp_path / "first").glob(kernel_store.KERNELS)
-    )
-    second = spawn_process(TARGET, kwargs, cache_dir=tmp_path / "second").finish()
-    assert _calls(log) == built, "a start seeded with every kernel called the compiler again"
+    first = spawn_process(TARGET, kwargs, cache_dir=tmp_path / "first", warm=True).finish()
+    built = sorted(_built(log))
+    assert built, "the first start compiled no kernel"
+    assert sorted(p.name for p in store.glob(kernel_store.KERNELS)) == built  # what it built, shared
+    taken = next(store.glob(kernel_store.KERNELS))
+    taken.unlink()
+    log.unlink()
+    second = spawn_process(TARGET, kwargs, cache_dir=tmp_path / "second", warm=True).finish()
+    assert _built(log) == [taken.name]
     assert second.stats.counts() == first.stats.counts()  # torch's FX-graph and AOT-autograd misses, unchanged
     assert second.result == first.result
-
-    monkeypatch.delenv(kernel_store.ENV)  # negative control: without the store the third start compiles again
-    spawn_process(TARGET, kwargs, cache_dir=tmp_path / "third").finish()
-    assert _calls(log) > built
+    assert taken.exists()  # added back by the second start
 
 
 def test_a_start_that_did_not_finish_adds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,9 +52,10 @@ IMPORT_TIME_PREFIXES = (
     "ROCM", "TRITON", "XLA", "USE_", "CPU_", "LC_", "LANG", "TMPDIR", "TEMP", "TMP",
 )  # fmt: skip
 #: Read again whenever used: TORCHINDUCTOR_CACHE_DIR when a compile needs it; PYTHONPATH becomes the child's
-#: ``sys.path``; HOME and the user's names only find the user site directory, which a virtual environment
-#: leaves out (checked where the warm server runs outside one).
+#: ``sys.path``.
 READ_LATER = frozenset({"TORCHINDUCTOR_CACHE_DIR", "PYTHONPATH"})
+#: Read at import only to find the user site directory, which a virtual environment leaves out (compared
+#: where the user site is enabled).
 USER_SITE_ONLY = frozenset({"HOME"})
 #: Whole-environment scans (``os.environ.items()``, ``copy()``) read no variable by name.
 _SCANS = {("collections.abc", "__iter__"), ("_collections_abc", "__iter__"), ("os", "copy")}
@@ -188,13 +189,14 @@ def _umask() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
 
 
-def _server_state() -> dict[str, Any]:
-    """Start the warm server if it is not running; the environment and inherited state it started with."""
+def _server_state(inherited: dict[str, object]) -> dict[str, Any]:
+    """Start the warm server if it is not running (it inherits this process's environment and ``inherited``,
+    :func:`_inherited` now); the environment and inherited state it started with."""
     with _lock:
         context = multiprocessing.get_context("forkserver")
         if not _server:
             context.set_forkserver_preload([SERVER_MODULE])
-        env, inherited = dict(os.environ), _inherited()
+        env = dict(os.environ)
         multiprocessing.forkserver.ensure_running()
         pid = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
         if _server.get("pid") != pid:  # started now (or restarted after it died): this is what it inherited
@@ -212,15 +214,15 @@ def forkable(env: Mapping[str, str], sys_path: Sequence[str]) -> str | None:
     here = importlib.machinery.PathFinder.find_spec("torch", sys.path)
     if torch_spec is None or here is None or torch_spec.origin != here.origin:
         return "the child's sys.path finds another torch"
-    server = _server_state()
+    now = _inherited()
+    server = _server_state(now)
     started, read = server["env"], server["reads"]
     for name in sorted(set(env) | set(started)):
         import_time = name.startswith(IMPORT_TIME_PREFIXES) or name in read
         if import_time and name not in READ_LATER and not _user_site_only(name) and env.get(name) != started.get(name):
             return f"{name} differs from the warm server's"
-    here = _inherited()
     for name, value in server["inherited"].items():
-        if here[name] != value:
+        if now[name] != value:
             return f"this process's {name} differ from the warm server's"
     return None
 
